@@ -1,0 +1,1 @@
+"""Query rewriter: SQL + scenario -> rewritten SQL and explanation, or a rejection."""
