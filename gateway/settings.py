@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path | None = Field(default=None, description="Encrypted dataset files.")
     keys_dir: Path | None = Field(default=None, description="Private keys made by `dsb keys`.")
+    checkpoint_file: Path | None = Field(
+        default=None,
+        description="Append-only file of signed audit checkpoints (default: <home>/audit/"
+        "checkpoints.jsonl); keep it on other storage than the database.",
+    )
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -43,6 +48,8 @@ class Settings(BaseSettings):
             self.data_dir = self.home / "data"
         if self.keys_dir is None:
             self.keys_dir = self.home / "keys"
+        if self.checkpoint_file is None:
+            self.checkpoint_file = self.home / "audit" / "checkpoints.jsonl"
         return self
 
     # Typed accessors: after validation these are never None.
@@ -70,6 +77,16 @@ class Settings(BaseSettings):
     def private_keys(self) -> Path:
         assert self.keys_dir is not None
         return self.keys_dir
+
+    @property
+    def platform_key_path(self) -> Path:
+        """Ed25519 key that signs audit checkpoints (public half beside it as .pub)."""
+        return self.private_keys / "platform.key"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        assert self.checkpoint_file is not None
+        return self.checkpoint_file
 
 
 def get_settings() -> Settings:

@@ -35,7 +35,8 @@ def check(policies: PolicySet) -> list[PolicyIssue]:
             loc: list[str | int] = ["datasets", dataset_id]
             dataset = policies.datasets.get(dataset_id)
             if dataset is None:
-                issues.append(source.issue(loc, f"unknown dataset {dataset_id!r}"))
+                if ("datasets", dataset_id) not in policies.invalid:
+                    issues.append(source.issue(loc, f"unknown dataset {dataset_id!r}"))
                 continue
             if dataset.class_ is DataClass.closed:
                 issues.append(source.issue(loc, f"dataset {dataset_id!r} is closed and "
@@ -46,7 +47,8 @@ def check(policies: PolicySet) -> list[PolicyIssue]:
             issues.append(source.issue(["mode"], "aggregate mode needs at least one dataset "
                                        "with an entity_key to count group sizes"))
     for agreement_id, agreement in policies.agreements.items():
-        if agreement.scenario not in policies.scenarios:
+        known = agreement.scenario in policies.scenarios
+        if not known and ("scenarios", agreement.scenario) not in policies.invalid:
             source = policies.sources[("agreements", agreement_id)]
             issues.append(source.issue(["scenario"], f"unknown scenario {agreement.scenario!r}"))
     return issues

@@ -48,6 +48,9 @@ class PolicySet:
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     agreements: dict[str, Agreement] = field(default_factory=dict)
     sources: dict[tuple[str, str], Source] = field(default_factory=dict)
+    # Ids (file stems) of files that failed to load: references to them are not reported
+    # again as "unknown", the file's own issue already says what is wrong.
+    invalid: set[tuple[str, str]] = field(default_factory=set)
 
     def dataset(self, dataset_id: str) -> Dataset:
         from gateway.errors import NotFound
@@ -87,6 +90,7 @@ def load_policies(
         for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
             loaded = _load_one(path, model, issues)
             if loaded is None:
+                policies.invalid.add((kind, path.stem))
                 continue
             obj, source = loaded
             table: dict[str, Any] = getattr(policies, kind)
@@ -136,7 +140,8 @@ def _load_one(
         return None
     source = Source(path, node)
     if not isinstance(data, dict):
-        issues.append(source.issue([], f"expected a mapping of fields, found {type(data).__name__}"))
+        found = type(data).__name__
+        issues.append(source.issue([], f"expected a mapping of fields, found {found}"))
         return None
     try:
         return model.model_validate(data), source

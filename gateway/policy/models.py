@@ -175,7 +175,9 @@ class GeneraliseMask(Strict):
     @model_validator(mode="after")
     def _one_of(self) -> GeneraliseMask:
         if (self.width is None) == (self.unit is None):
-            raise ValueError("a generalise mask takes exactly one of width (numbers) or unit (dates)")
+            raise ValueError(
+                "a generalise mask takes exactly one of width (numbers) or unit (dates)"
+            )
         return self
 
 

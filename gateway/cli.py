@@ -1,0 +1,258 @@
+"""``dsb``: the operator's command line.
+
+Every command reports a DsbError as ``error[<code>]: <message>`` on stderr and exits
+1; nothing prints a stack trace for a mistake the operator can fix.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from gateway.audit.cli import app as audit_app
+from gateway.errors import DsbError, PolicyError
+from gateway.rewrite.cli import app as sql_app
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.policy.loading import PolicySet
+    from gateway.store import Store
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(no_args_is_help=True, help="Data sandbox for conditionally-open public data.")
+policy_app = typer.Typer(no_args_is_help=True, help="Validate policy files.")
+keys_app = typer.Typer(no_args_is_help=True, help="Create key material.")
+agreement_app = typer.Typer(no_args_is_help=True, help="Sign and verify agreements.")
+dataset_app = typer.Typer(no_args_is_help=True, help="Publish datasets and manage their lifecycle.")
+db_app = typer.Typer(no_args_is_help=True, help="Metadata store maintenance.")
+demo_app = typer.Typer(no_args_is_help=True, help="The demo installation.")
+for sub, name in ((policy_app, "policy"), (keys_app, "keys"), (agreement_app, "agreement"),
+                  (dataset_app, "dataset"), (db_app, "db"), (demo_app, "demo"),
+                  (sql_app, "sql"), (audit_app, "audit")):
+    app.add_typer(sub, name=name)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except PolicyError as exc:
+            for issue in exc.issues:
+                err.print(f"[red]error[/red] {issue}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"{len(exc.issues)} problem(s) found", highlight=False)
+            raise typer.Exit(1) from None
+        except DsbError as exc:
+            err.print(f"error[{exc.code}]: {exc.message}", markup=False, highlight=False,
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+# -- policy -------------------------------------------------------------------------
+
+
+@policy_app.command("check")
+@reports_errors
+def policy_check(
+    directory: Annotated[Path, typer.Argument(help="Policy tree to check.")] = Path("policies"),
+    signatures: Annotated[bool, typer.Option(help="Also verify agreement signatures.")] = True,
+) -> None:
+    """Validate every dataset, scenario and agreement; list every problem found."""
+    from gateway.policy.loading import load_policies
+
+    keys_dir = Settings(policy_dir=directory).trusted_keys
+    policies = load_policies(directory, trusted_keys_dir=keys_dir, require_signatures=signatures)
+    out.print(f"ok: {len(policies.datasets)} datasets, {len(policies.scenarios)} scenarios, "
+              f"{len(policies.agreements)} agreements", highlight=False)
+
+
+# -- keys ---------------------------------------------------------------------------
+
+
+@keys_app.command("init")
+@reports_errors
+def keys_init(
+    provider: Annotated[str, typer.Option(help="Key id: the provider's id.")] = "provider",
+) -> None:
+    """Make a provider's Ed25519 key pair (private in DSB_HOME/keys, public in trusted keys)."""
+    from gateway.policy.signing import generate_keypair
+
+    s = settings()
+    private, public = s.private_keys / f"{provider}.key", s.trusted_keys / f"{provider}.pub"
+    generate_keypair(private, public)
+    out.print(f"private key: {private}\npublic key:  {public}", highlight=False)
+
+
+@keys_app.command("master")
+@reports_errors
+def keys_master() -> None:
+    """Make the master key that wraps dataset keys (DSB_MASTER_KEY_FILE)."""
+    from gateway.datasets.keys import create_master_key
+
+    path = settings().master_key_path
+    create_master_key(path)
+    out.print(f"master key: {path}", highlight=False)
+
+
+@keys_app.command("platform")
+@reports_errors
+def keys_platform() -> None:
+    """Make the platform key that signs audit checkpoints."""
+    from gateway.policy.signing import generate_keypair
+
+    path = settings().platform_key_path
+    generate_keypair(path, path.with_suffix(".pub"))
+    out.print(f"platform key: {path}", highlight=False)
+
+
+# -- agreements ---------------------------------------------------------------------
+
+
+@agreement_app.command("sign")
+@reports_errors
+def agreement_sign(
+    file: Path,
+    key_id: Annotated[str, typer.Option(help="Which private key to sign with.")] = "provider",
+) -> None:
+    """Sign the canonical form of an agreement file in place."""
+    from gateway.policy.loading import load_model
+    from gateway.policy.models import Agreement
+    from gateway.policy.signing import load_private_key, sign
+
+    agreement, _ = load_model(file, Agreement)
+    signed = sign(agreement, load_private_key(settings().private_keys / f"{key_id}.key"), key_id)
+    _write_yaml(file, signed.model_dump(mode="json", by_alias=True, exclude_none=True))
+    out.print(f"signed {file} with key {key_id!r}", highlight=False)
+
+
+@agreement_app.command("verify")
+@reports_errors
+def agreement_verify(file: Path) -> None:
+    """Check an agreement's signature against the trusted keys."""
+    from gateway.policy.loading import load_model
+    from gateway.policy.models import Agreement
+    from gateway.policy.signing import trusted_keys, verify
+
+    agreement, _ = load_model(file, Agreement)
+    verify(agreement, trusted_keys(settings().trusted_keys))
+    out.print(f"ok: {agreement.id} signed by {agreement.signature.key_id}"  # type: ignore[union-attr]
+              , highlight=False)
+
+
+def _write_yaml(path: Path, data: object) -> None:
+    """Replace ``path`` atomically so a crash never leaves half a policy file."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        yaml.safe_dump(data, tmp, sort_keys=False, allow_unicode=True, width=100)
+    Path(tmp.name).replace(path)
+
+
+# -- datasets -----------------------------------------------------------------------
+
+
+def _context() -> tuple[Settings, Store, PolicySet]:
+    from gateway.policy.loading import load_policies
+    from gateway.store import open_store
+
+    s = settings()
+    return s, open_store(s.db_url), load_policies(s.policy_dir, trusted_keys_dir=s.trusted_keys)
+
+
+@dataset_app.command("publish")
+@reports_errors
+def dataset_publish(
+    source: Annotated[Path, typer.Argument(help="CSV (with header) or Parquet file.")],
+    id: Annotated[str, typer.Option("--id", help="Dataset id, as in policies/datasets/.")],
+    by: Annotated[str, typer.Option(help="Who publishes (recorded).")] = "operator",
+) -> None:
+    """Check SOURCE against the dataset's columns and store it encrypted as a new version."""
+    from gateway.datasets.publish import publish
+
+    s, store, policies = _context()
+    done = publish(s, store, policies, source, id, published_by=by)
+    out.print(f"published {done.dataset_id} v{done.version}: {done.row_count} rows, "
+              f"sha256 {done.file_sha256[:16]}…", highlight=False)
+
+
+@dataset_app.command("list")
+@reports_errors
+def dataset_list() -> None:
+    """Datasets with class, status and newest version."""
+    from gateway.datasets import catalog
+
+    _, store, policies = _context()
+    table = Table("id", "class", "status", "version", "rows", "provider")
+    for dataset in policies.datasets.values():
+        row = catalog.latest_version(store, dataset.id)
+        table.add_row(dataset.id, dataset.class_.value,
+                      catalog.status(store, policies, dataset.id).value,
+                      f"v{row.version}" if row else "-", str(row.row_count) if row else "-",
+                      dataset.provider.id)
+    out.print(table)
+
+
+def _lifecycle(action: str) -> Callable[..., None]:
+    @reports_errors
+    def command(
+        dataset_id: Annotated[str, typer.Argument(metavar="ID")],
+        reason: Annotated[str, typer.Option(help="Why (recorded and shown to users).")],
+        by: Annotated[str, typer.Option(help="Who acts (recorded).")] = "operator",
+    ) -> None:
+        from gateway.datasets import catalog
+
+        _, store, policies = _context()
+        new = catalog.change_status(store, policies, dataset_id, action, reason=reason, actor=by)
+        out.print(f"{dataset_id}: {new.value}", highlight=False)
+
+    command.__doc__ = f"{action.capitalize()} a dataset, with a reason."
+    return command
+
+
+for _action in ("suspend", "resume", "withdraw"):
+    dataset_app.command(_action)(_lifecycle(_action))
+
+
+# -- db and demo --------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@reports_errors
+def db_upgrade() -> None:
+    """Apply all migrations to the metadata store."""
+    from gateway.store import open_store
+
+    open_store(settings().db_url)
+    out.print("metadata store is at the newest schema")
+
+
+@demo_app.command("init")
+@reports_errors
+def demo_init() -> None:
+    """Create keys if missing and publish the demo datasets (idempotent)."""
+    from gateway.demo import init_demo
+
+    for line in init_demo(settings()):
+        out.print(line, highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

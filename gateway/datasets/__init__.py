@@ -1,0 +1,1 @@
+"""Datasets at rest: envelope encryption, publishing, lifecycle, mounts for the engine."""
