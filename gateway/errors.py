@@ -13,7 +13,20 @@ codes are attached here, in one place, so routers never choose them.
     ├── NotFound
     ├── QueryRejected          the rewriter refused a statement (code names the rule)
     ├── AuditError             the audit trail could not be written or does not verify
-    └── ExecutionError         the engine failed; message is generic, details audited
+    │   ├── AuditIntegrityError the trail contradicts itself or its signed checkpoints
+    │   └── ReceiptInvalid     a receipt that does not prove its event (forged, altered)
+    ├── ExecutionError         the engine failed; message is generic, details audited
+    │   ├── EngineError        the statement failed in the engine (detail kept for the audit)
+    │   ├── ResourceExhausted  a statement or the sandbox pool ran out of memory/capacity
+    │   ├── StatementTimeout   the statement ran past the scenario's timeout_ms
+    │   ├── StatementCancelled the statement was cancelled or its sandbox stopped
+    │   └── SandboxFailed      the sandbox crashed or was killed; it is replaced
+    ├── RuntimeUnavailable     neither a Docker engine nor bubblewrap to run sandboxes
+    ├── Unauthenticated        no, unknown, expired or revoked token
+    ├── Forbidden              the role or the ownership does not allow it
+    ├── AgreementUnusable      expired / suspended / revoked / wrong channel
+    ├── QuotaExceeded          daily queries used up (carries retry_after_s)
+    └── Conflict               the action does not fit the current state
 """
 
 from __future__ import annotations
@@ -98,6 +111,94 @@ class AuditError(DsbError):
     http_status = 503
 
 
+class AuditIntegrityError(AuditError):
+    """The trail contradicts itself or its checkpoints; appending stops until verified."""
+
+    code = "audit_integrity"
+
+
+class ReceiptInvalid(AuditError):
+    """A receipt that does not prove its event: forged, altered, or for another log."""
+
+    code = "receipt_invalid"
+    http_status = 422
+
+
 class ExecutionError(DsbError):
     code = "execution_failed"
     http_status = 500
+
+
+# -- access (gateway API) -------------------------------------------------------------
+
+
+class Unauthenticated(DsbError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(DsbError):
+    code = "forbidden"
+    http_status = 403
+
+
+class AgreementUnusable(DsbError):
+    """The agreement exists but may not be used now (code says why: expired, suspended...)."""
+
+    http_status = 403
+
+
+class QuotaExceeded(DsbError):
+    code = "quota_exceeded"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Conflict(DsbError):
+    code = "conflict"
+    http_status = 409
+
+
+# -- sandbox runtime (sandbox/runtime/) ------------------------------------------------
+
+
+class EngineError(ExecutionError):
+    """The engine refused or failed the statement.
+
+    ``message`` is generic because engine messages can quote data values; ``detail``
+    holds the engine's own text for the audit trail, never for the client.
+    """
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class ResourceExhausted(ExecutionError):
+    code = "resource_exhausted"
+    http_status = 422
+
+
+class StatementTimeout(ExecutionError):
+    code = "timeout"
+    http_status = 408
+
+
+class StatementCancelled(ExecutionError):
+    code = "cancelled"
+    http_status = 409
+
+
+class SandboxFailed(ExecutionError):
+    code = "sandbox_failed"
+    http_status = 503
+
+
+class RuntimeUnavailable(DsbError):
+    """No way to run sandboxes on this machine; the message says what to install."""
+
+    code = "runtime_unavailable"
+    http_status = 503
