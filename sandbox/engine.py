@@ -55,8 +55,15 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def open_engine(mounts: Sequence[DatasetMount], limits: EngineLimits) -> duckdb.DuckDBPyConnection:
-    """Open an in-memory connection with the datasets attached read-only, then lock it."""
+def open_engine(
+    mounts: Sequence[DatasetMount], limits: EngineLimits, *, progress: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open an in-memory connection with the datasets attached read-only, then lock it.
+
+    ``progress`` turns on DuckDB's progress tracking (nothing is printed) so that
+    ``query_progress()`` from another thread reports a percentage; the sandbox agent
+    uses it to report progress. It must be decided here: the lock forbids SET later.
+    """
     con = duckdb.connect(
         ":memory:",
         config={
@@ -84,6 +91,13 @@ def open_engine(mounts: Sequence[DatasetMount], limits: EngineLimits) -> duckdb.
             "SET disabled_filesystems = 'LocalFileSystem'",
             "SET lock_configuration = true",
         ):
+            if progress and statement == "SET lock_configuration = true":
+                for setting in (
+                    "SET enable_progress_bar = true",
+                    "SET enable_progress_bar_print = false",
+                    "SET progress_bar_time = 0",
+                ):
+                    con.execute(setting)
             con.execute(statement)
     except BaseException:
         con.close()

@@ -1,1 +1,94 @@
-"""Query rewriter: SQL + scenario -> rewritten SQL and explanation, or a rejection."""
+"""Query rewriter: SQL + scenario -> rewritten SQL and explanation, or a rejection.
+
+``rewrite(sql, ctx)`` is pure: it parses the statement (sqlglot, DuckDB dialect), runs
+the enforcement rules of ``RULES`` in order over the tree, and regenerates SQL from the
+tree (never by pasting strings). Each rule is one module; each change it makes is
+listed in ``Rewritten.explanation``; each refusal is a ``QueryRejected`` whose code
+names the rule.
+
+    >>> from pathlib import Path
+    >>> from gateway.policy.loading import load_policies
+    >>> p = load_policies(Path("policies"), require_signatures=False)
+    >>> s = p.scenario("flights-records")
+    >>> ctx = RewriteContext(s, {d: p.dataset(d) for d in s.datasets}, salt="x" * 32)
+    >>> [c.rule for c in rewrite("SELECT carrier FROM flights", ctx).explanation]
+    ['apply_masks', 'inject_row_filters', 'cap_rows']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlglot import exp
+
+from gateway.errors import DsbError
+from gateway.rewrite.apply_masks import apply_masks
+from gateway.rewrite.cap_rows import cap_rows
+from gateway.rewrite.check_functions import check_functions
+from gateway.rewrite.check_syntax import check_syntax
+from gateway.rewrite.context import REDACTED, Change, RewriteContext, Rewritten, State
+from gateway.rewrite.enforce_min_group import enforce_min_group
+from gateway.rewrite.inject_row_filters import inject_row_filters
+from gateway.rewrite.mount_sources import mount_sources
+from gateway.rewrite.parse_statement import parse_statement
+from gateway.rewrite.resolve_tables import resolve_tables
+from gateway.rewrite.restrict_columns import restrict_columns
+from gateway.rewrite.soften_errors import soften_errors
+
+__all__ = ["RULES", "Change", "RewriteContext", "Rewritten", "rewrite"]
+
+Rule = Callable[[State], None]
+
+# Checks first (they see the user's tree as written), then the changes.
+RULES: tuple[Rule, ...] = (
+    parse_statement,
+    check_syntax,
+    resolve_tables,
+    check_functions,
+    restrict_columns,
+    enforce_min_group,
+    soften_errors,
+    apply_masks,
+    inject_row_filters,
+    mount_sources,
+    cap_rows,
+)
+
+
+def _generate(tree: exp.Expr) -> str:
+    # identify=True quotes every identifier, so DuckDB reads each name exactly as
+    # sqlglot did; comments are dropped (a comment is text the engine would see).
+    return tree.sql(dialect="duckdb", identify=True, comments=False)
+
+
+def _redacted(sql: str, salt: str) -> str:
+    """``sql`` with the salt literal replaced: the display copy never holds the secret."""
+    literal = exp.Literal.string(salt).sql(dialect="duckdb")
+    return sql.replace(literal, exp.Literal.string(REDACTED).sql(dialect="duckdb"))
+
+
+def rewrite(sql: str, ctx: RewriteContext) -> Rewritten:
+    """Rewrite ``sql`` to what ``ctx.scenario`` allows, or raise ``QueryRejected``."""
+    state = State(sql=sql, ctx=ctx)
+    for rule in RULES:
+        rule(state)
+    executable = _generate(state.query)
+    display = _redacted(executable, ctx.salt)
+    if ctx.salt in display:  # fail closed: the salt must never reach a user
+        raise DsbError("could not redact the mask salt from the displayed SQL",
+                       code="internal_error")
+    scenario = ctx.scenario
+    allowed = {c for d in state.used_datasets for c in scenario.datasets[d].columns}
+    every = {c.name for d in state.used_datasets for c in ctx.datasets[d].columns}
+    return Rewritten(
+        sql=executable,
+        display_sql=display,
+        explanation=list(state.changes),
+        datasets=state.used_datasets,
+        mode=scenario.mode,
+        k=scenario.k,
+        max_rows=scenario.limits.max_rows,
+        hidden_columns=tuple(state.hidden_columns),
+        allowed_columns=frozenset(allowed),
+        forbidden_columns=frozenset(every - allowed),
+    )

@@ -1,0 +1,340 @@
+"""Rule (aggregate mode): every output row covers at least ``k`` distinct entities.
+
+Only shapes whose aggregation can be shown are accepted:
+
+- the outer query (or each branch of a set operation) aggregates: GROUP BY and/or
+  aggregate functions, every other column covered by the grouping, no ROLLUP/CUBE/
+  GROUPING SETS (their totals give suppressed groups away by subtraction);
+- everything it reads from (joins, derived tables, CTEs) is row-level: no aggregates,
+  DISTINCT, LIMIT/OFFSET or set operations — aggregating per entity in a subquery and
+  then listing the rows is refused, not guessed at;
+- subqueries inside expressions (IN, EXISTS, scalar) may read reference data only
+  (datasets without an entity key);
+- joins are explicit, on the scenario's join keys.
+
+Each dataset reference with an entity key carries a hidden column (a keyed hash of the
+key, added by ``mount_sources``) up through the derived tables; the outer query gets one
+hidden column ``__dsb_n``: the least of the distinct-entity counts of the group and of
+the rows each aggregate actually used (so ``sum(x) FILTER (WHERE <one person>)`` counts
+one). The post-check drops rows with ``__dsb_n < k`` and reports how many.
+
+    >>> # SELECT carrier, count(*) FROM flights GROUP BY carrier  becomes
+    >>> # SELECT carrier, count(*), count(DISTINCT flights.__dsb_e1) AS __dsb_n FROM ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from gateway.policy.models import Mode
+from gateway.rewrite.allowlists import is_aggregate_call
+from gateway.rewrite.context import GROUP_SIZE_COLUMN, DatasetRef, State, reject, snippet
+
+Hidden = list[tuple[str, str]]  # (source alias, hidden column name)
+
+
+@dataclass
+class _Analysis:
+    state: State
+    refs: dict[int, DatasetRef]
+    ctes: dict[str, exp.CTE]
+    join_keys: frozenset[str]
+    cte_outputs: dict[int, list[str]] = field(default_factory=dict)
+    row_level: set[int] = field(default_factory=set)  # ids of selects analysed as sources
+
+
+def _unwrap(node: exp.Expr) -> exp.Expr:
+    while isinstance(node, exp.Subquery) and not node.alias:
+        node = node.this
+    return node
+
+
+def _aggregates(select: exp.Select) -> list[exp.Expr]:
+    """Aggregate calls of this select itself (not of nested subqueries)."""
+    found: list[exp.Expr] = []
+    for node in select.walk(prune=lambda n: n is not select and isinstance(n, exp.Query)):
+        if node is not select and isinstance(node, exp.Func) and is_aggregate_call(node):
+            found.append(node)
+    return found
+
+
+def _normal(node: exp.Expr) -> str:
+    """SQL of an expression with table qualifiers dropped, for matching GROUP BY keys."""
+    def strip(n: exp.Expr) -> exp.Expr:
+        return exp.column(n.name) if isinstance(n, exp.Column) and n.table else n
+    return node.transform(strip).sql(dialect="duckdb").lower()
+
+
+class Analyser:
+    def __init__(self, analysis: _Analysis) -> None:
+        self.a = analysis
+
+    # -- outer query ------------------------------------------------------------------
+
+    def top(self, query: exp.Expr) -> None:
+        query = _unwrap(query)
+        if isinstance(query, exp.SetOperation):
+            self.top(query.left)
+            self.top(query.right)
+            return
+        if not isinstance(query, exp.Select):
+            raise reject("not_aggregated", f"cannot show that {snippet(query)} aggregates", query)
+        self.a.row_level.add(id(query))
+        group = query.args.get("group")
+        aggregates = _aggregates(query)
+        if group is None and not aggregates:
+            raise reject("not_aggregated",
+                         "aggregate mode releases only aggregates: add GROUP BY and aggregate "
+                         f"functions such as count(*) or avg(...) ({snippet(query)})", query)
+        distinct = query.args.get("distinct")
+        if distinct is not None and distinct.args.get("on"):
+            raise reject("not_aggregated", "DISTINCT ON is not allowed in aggregate mode",
+                         distinct)
+        self._check_grouping(query, group)
+        hidden = self._sources(query)
+        self._append_group_size(query, hidden, aggregates)
+
+    def _check_grouping(self, query: exp.Select, group: exp.Group | None) -> None:
+        for projection in query.expressions:
+            star = projection.unalias()
+            if isinstance(star, exp.Star) or (isinstance(star, exp.Column)
+                                              and isinstance(star.this, exp.Star)):
+                raise reject("not_aggregated",
+                             "* lists rows, not aggregates; name the grouped columns", projection)
+        if group is not None:
+            for key in group.expressions:
+                if isinstance(key, (exp.Rollup, exp.Cube, exp.GroupingSets)):
+                    raise reject("forbidden_grouping",
+                                 f"{key.key.upper()} is refused in aggregate mode: its totals "
+                                 "reveal suppressed groups by subtraction; group plainly", key)
+            if group.args.get("all"):
+                return
+        keys = set()
+        projections = query.expressions
+        for key in group.expressions if group is not None else []:
+            if isinstance(key, exp.Literal) and not key.is_string:
+                index = int(key.name) - 1
+                if 0 <= index < len(projections):
+                    keys.add(_normal(projections[index].unalias()))
+                continue
+            keys.add(_normal(key))
+            for projection in projections:  # GROUP BY <select alias>
+                if isinstance(projection, exp.Alias) and isinstance(key, exp.Column) \
+                        and not key.table and projection.alias.lower() == key.name.lower():
+                    keys.add(_normal(projection.this))
+
+        def covered(node: exp.Expr) -> bool:
+            if _normal(node) in keys:
+                return True
+            if isinstance(node, exp.Func) and is_aggregate_call(node):
+                return True
+            if isinstance(node, (exp.Filter, exp.IgnoreNulls, exp.RespectNulls)) \
+                    and isinstance(node.this, exp.Func) and is_aggregate_call(node.this):
+                return True
+            if isinstance(node, (exp.Query, exp.Subquery)):
+                return True  # checked by _check_expression_subqueries
+            if isinstance(node, exp.Column):
+                return False
+            if isinstance(node, exp.Star):
+                return False
+            return all(covered(child) for child in node.iter_expressions())
+
+        for projection in projections:
+            if not covered(projection.unalias()):
+                raise reject("not_aggregated",
+                             f"{snippet(projection)} is neither aggregated nor in GROUP BY; "
+                             "aggregate mode releases only aggregates", projection)
+
+    def _append_group_size(self, query: exp.Select, hidden: Hidden,
+                           aggregates: list[exp.Expr]) -> None:
+        counts: dict[str, exp.Expr] = {}
+
+        def entity_counts(condition: exp.Expr | None) -> list[exp.Expr]:
+            if not hidden:
+                value: exp.Expr = exp.Literal.number(1)
+                if condition is not None:
+                    value = exp.Case(ifs=[exp.If(this=condition, true=value)])
+                return [exp.Count(this=value)]
+            out: list[exp.Expr] = []
+            for alias, column in hidden:
+                value = exp.column(column, table=alias)
+                if condition is not None:
+                    value = exp.Case(ifs=[exp.If(this=condition.copy(), true=value)])
+                out.append(exp.Count(this=exp.Distinct(expressions=[value])))
+            return out
+
+        for count in entity_counts(None):
+            counts[count.sql()] = count
+        for call in aggregates:
+            condition = self._contribution(call)
+            if condition is None:
+                continue
+            for count in entity_counts(condition):
+                counts.setdefault(count.sql(), count)
+        terms = list(counts.values())
+        # least() of counts (never NULL); Anonymous keeps sqlglot from adding NULL guards.
+        size = terms[0] if len(terms) == 1 else exp.Anonymous(this="least", expressions=terms)
+        query.select(exp.alias_(size, GROUP_SIZE_COLUMN), copy=False)
+        self.a.state.hidden_columns = [GROUP_SIZE_COLUMN]
+
+    @staticmethod
+    def _contribution(call: exp.Expr) -> exp.Expr | None:
+        """Condition under which a row feeds ``call``: its arguments non-NULL, its FILTER."""
+        args: list[exp.Expr] = []
+        target = call.this if isinstance(call.this, exp.Distinct) else None
+        for arg in (target.expressions if target else [call.this, *call.expressions]):
+            if isinstance(arg, exp.Expr) and not isinstance(arg, (exp.Star, exp.Literal)):
+                args.append(exp.Not(this=exp.Is(this=arg.copy(), expression=exp.Null())))
+        parent = call.parent
+        if isinstance(parent, exp.Filter) and parent.this is call:
+            args.append(exp.Paren(this=parent.expression.this.copy()))
+        if not args:
+            return None
+        return exp.and_(*args) if len(args) > 1 else args[0]
+
+    # -- what the outer query reads from ------------------------------------------------
+
+    def _sources(self, select: exp.Select) -> Hidden:
+        hidden: Hidden = []
+        from_ = select.args.get("from_")
+        joins = select.args.get("joins") or []
+        if from_ is not None:
+            hidden += self._source(from_.this)
+        for join in joins:
+            self._check_join(join)
+            hidden += self._source(join.this)
+        return hidden
+
+    def _check_join(self, join: exp.Join) -> None:
+        on = join.args.get("on")
+        using = join.args.get("using") or []
+        if on is None and not using:
+            raise reject("forbidden_join",
+                         f"cross joins are not allowed in aggregate mode ({snippet(join)}); "
+                         "join with ON or USING on the scenario's join keys", join)
+        names = [c for c in (on.find_all(exp.Column) if on is not None else [])]
+        for column in names:
+            if column.name.lower() not in self.a.join_keys:
+                raise reject("forbidden_join",
+                             f"{column.sql(dialect='duckdb')} is not a join key of this scenario "
+                             f"(join keys: {', '.join(sorted(self.a.join_keys))})", column)
+        for ident in using:
+            if ident.name.lower() not in self.a.join_keys:
+                raise reject("forbidden_join", f"{ident.name} is not a join key of this scenario",
+                             ident)
+
+    def _source(self, source: exp.Expr) -> Hidden:
+        alias_node = source.args.get("alias")
+        if isinstance(alias_node, exp.TableAlias) and alias_node.columns:
+            raise reject("forbidden_syntax", "column alias lists are not allowed in aggregate "
+                         f"mode ({snippet(source)})", source)
+        if isinstance(source, exp.Table):
+            name = source.alias or source.name
+            ref = self.a.refs.get(id(source))
+            if ref is not None:
+                return [(name, ref.hidden)] if ref.hidden else []
+            cte = self.a.ctes.get(source.name.lower())
+            if cte is None:
+                raise reject("unknown_table", f"cannot resolve {snippet(source)}", source)
+            if isinstance(cte.args.get("alias"), exp.TableAlias) and cte.args["alias"].columns:
+                raise reject("forbidden_syntax",
+                             "column alias lists are not allowed in aggregate mode", cte)
+            key = id(cte)
+            if key not in self.a.cte_outputs:
+                self.a.cte_outputs[key] = []  # recursion guard
+                self.a.cte_outputs[key] = self.row_level(cte.this)
+            return [(name, column) for column in self.a.cte_outputs[key]]
+        if isinstance(source, exp.Subquery):
+            if not source.alias:
+                source.set("alias", exp.TableAlias(this=exp.to_identifier(self.a.state.fresh("s"))))
+            return [(source.alias, column) for column in self.row_level(source.this)]
+        raise reject("not_aggregated", f"cannot analyse {snippet(source)} in aggregate mode",
+                     source)
+
+    def row_level(self, query: exp.Expr) -> list[str]:
+        """Check a derived table/CTE is row-level; return the hidden columns it now exposes."""
+        query = _unwrap(query)
+        if not isinstance(query, exp.Select):
+            raise reject("not_aggregated",
+                         f"set operations and VALUES inside an aggregate query cannot be shown to "
+                         f"aggregate ({snippet(query)}); aggregate each part separately", query)
+        self.a.row_level.add(id(query))
+        for clause in ("group", "having", "distinct", "limit", "offset", "qualify"):
+            if query.args.get(clause) is not None:
+                raise reject("not_aggregated",
+                             f"{clause.upper()} in a subquery: the outer query must do all the "
+                             f"aggregating in aggregate mode ({snippet(query)})", query)
+        aggregates = _aggregates(query)
+        if aggregates:
+            raise reject("not_aggregated",
+                         f"aggregate {snippet(aggregates[0])} in a subquery: the outer query must "
+                         "do all the aggregating in aggregate mode", aggregates[0])
+        hidden = self._sources(query)
+        names = [column for _, column in hidden]
+        for projection in query.expressions:
+            star = projection if isinstance(projection, exp.Star) else (
+                projection.this if isinstance(projection, exp.Column)
+                and isinstance(projection.this, exp.Star) else None)
+            if star is not None and names:
+                # Keep `*` from duplicating the hidden columns appended below.
+                excluded = list(star.args.get("except_") or [])
+                excluded += [exp.column(n) for n in dict.fromkeys(names)]
+                star.set("except_", excluded)
+        outputs = []
+        for alias, column in hidden:
+            output = self.a.state.fresh("h")
+            query.select(exp.alias_(exp.column(column, table=alias), output), copy=False)
+            outputs.append(output)
+        return outputs
+
+
+def _check_expression_subqueries(analysis: _Analysis, tree: exp.Expr) -> None:
+    """Selects not analysed as sources are expression subqueries: reference data only."""
+    for select in tree.find_all(exp.Select):
+        if id(select) in analysis.row_level:
+            continue
+        for table in _tables_reached(analysis, select, set()):
+            ref = analysis.refs.get(id(table))
+            if ref is not None and ref.hidden:
+                raise reject("forbidden_subquery",
+                             f"subqueries in expressions may read only reference data in "
+                             f"aggregate mode; {ref.dataset_id} is about people or firms "
+                             f"({snippet(select)})", table)
+
+
+def _tables_reached(analysis: _Analysis, node: exp.Expr, seen: set[int]) -> list[exp.Table]:
+    out = []
+    for table in node.find_all(exp.Table):
+        if id(table) in analysis.refs:
+            out.append(table)
+            continue
+        cte = analysis.ctes.get(table.name.lower())
+        if cte is not None and id(cte) not in seen:
+            seen.add(id(cte))
+            out += _tables_reached(analysis, cte.this, seen)
+    return out
+
+
+def enforce_min_group(state: State) -> None:
+    if state.ctx.mode is not Mode.aggregate:
+        return
+    for ref in state.refs:
+        if state.ctx.datasets[ref.dataset_id].entity_key:
+            ref.hidden = f"__dsb_e{ref.index}"
+    join_keys = frozenset(
+        key for grant in state.ctx.scenario.datasets.values() for key in grant.join_keys
+    )
+    ctes = {cte.alias_or_name.lower(): cte for cte in state.query.find_all(exp.CTE)}
+    analysis = _Analysis(state, {id(r.node): r for r in state.refs}, ctes, join_keys)
+    tree = state.query
+    Analyser(analysis).top(tree)
+    _check_expression_subqueries(analysis, tree)
+    k = state.ctx.scenario.k
+    entities = sorted({state.ctx.datasets[r.dataset_id].entity_key or "" for r in state.refs
+                       if r.hidden})
+    what = f"distinct {', '.join(entities)}" if entities else "rows"
+    state.note("enforce_min_group",
+               f"threshold added: groups covering fewer than {k} {what} (in the group, or "
+               "among the rows an aggregate used) are suppressed and counted")
