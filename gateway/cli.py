@@ -37,9 +37,10 @@ agreement_app = typer.Typer(no_args_is_help=True, help="Sign and verify agreemen
 dataset_app = typer.Typer(no_args_is_help=True, help="Publish datasets and manage their lifecycle.")
 db_app = typer.Typer(no_args_is_help=True, help="Metadata store maintenance.")
 demo_app = typer.Typer(no_args_is_help=True, help="The demo installation.")
+users_app = typer.Typer(no_args_is_help=True, help="Accounts and API tokens.")
 for sub, name in ((policy_app, "policy"), (keys_app, "keys"), (agreement_app, "agreement"),
                   (dataset_app, "dataset"), (db_app, "db"), (demo_app, "demo"),
-                  (sql_app, "sql"), (audit_app, "audit")):
+                  (users_app, "users"), (sql_app, "sql"), (audit_app, "audit")):
     app.add_typer(sub, name=name)
 
 out = Console(soft_wrap=True)
@@ -252,6 +253,149 @@ def demo_init() -> None:
 
     for line in init_demo(settings()):
         out.print(line, highlight=False)
+
+
+# -- users and the server ------------------------------------------------------------
+
+
+@users_app.command("add")
+@reports_errors
+def users_add(
+    user_id: Annotated[str, typer.Argument(metavar="USER")],
+    role: Annotated[str, typer.Option(help="researcher, enterprise, supervisor, provider, admin")],
+    organisation: Annotated[str, typer.Option(help="Organisation of the user.")] = "",
+) -> None:
+    """Create an account."""
+    from gateway.access.accounts import Role, add_user
+    from gateway.store import open_store
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise DsbError(f"unknown role {role!r}; use one of "
+                       + ", ".join(r.value for r in Role), code="invalid_role") from None
+    add_user(open_store(settings().db_url), user_id, chosen, organisation=organisation)
+    out.print(f"added {user_id} ({chosen.value})", highlight=False)
+
+
+@users_app.command("token")
+@reports_errors
+def users_token(
+    user_id: Annotated[str, typer.Argument(metavar="USER")],
+    days: Annotated[int, typer.Option(min=1, max=3650, help="Days until it expires.")] = 90,
+    label: Annotated[str, typer.Option(help="What the token is for.")] = "",
+) -> None:
+    """Issue an API token; it is printed once and stored only as a hash."""
+    import datetime as dt
+
+    from gateway.access.accounts import issue_token
+    from gateway.store import open_store
+
+    token = issue_token(open_store(settings().db_url), user_id, label=label,
+                        expires_in=dt.timedelta(days=days))
+    out.print(token, highlight=False)
+
+
+@users_app.command("revoke-token")
+@reports_errors
+def users_revoke_token(token_id: int) -> None:
+    """Revoke a token by its id (see `dsb users list`)."""
+    from gateway.access.accounts import revoke_token
+    from gateway.store import open_store
+
+    revoke_token(open_store(settings().db_url), token_id)
+    out.print(f"revoked token {token_id}", highlight=False)
+
+
+@users_app.command("list")
+@reports_errors
+def users_list() -> None:
+    """Accounts and their tokens (prefixes only)."""
+    from sqlalchemy import select
+
+    from gateway.store import open_store
+    from gateway.store.models import ApiToken, User
+
+    store = open_store(settings().db_url)
+    table = Table("user", "role", "organisation", "token id", "prefix", "expires", "revoked")
+    with store.session() as session:
+        for user in session.scalars(select(User).order_by(User.id)):
+            tokens: list[ApiToken | None] = list(session.scalars(
+                select(ApiToken).where(ApiToken.user_id == user.id)))
+            for token in tokens or [None]:
+                table.add_row(user.id, user.role, user.organisation,
+                              str(token.id) if token else "", token.prefix if token else "",
+                              str(token.expires_at or "") if token else "",
+                              str(token.revoked_at or "") if token else "")
+    out.print(table)
+
+
+@app.command("serve")
+@reports_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the gateway HTTP API (OpenAPI at /docs)."""
+    import uvicorn
+
+    uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers,
+                proxy_headers=False, server_header=False)
+
+
+@app.command("query")
+def query(
+    sql: Annotated[str, typer.Argument(help="One SELECT statement.")],
+    agreement: Annotated[str, typer.Option(help="Agreement id to query under.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                help="Write the result to a .parquet, "
+                                                ".csv or .arrow file.")] = None,
+    url: Annotated[str, typer.Option(envvar="DSB_URL", help="Gateway URL.")]
+    = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="DSB_TOKEN", help="API token.")] = "",
+) -> None:
+    """Run SQL through the gateway (with a progress bar) and print or save the result."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from gateway.client import GatewayClient, GatewayError
+
+    if not token:
+        err.print("error[unauthenticated]: set DSB_TOKEN or pass --token", highlight=False)
+        raise typer.Exit(1)
+    with GatewayClient(url, token) as client:
+        try:
+            job = client.submit(agreement, sql, wait_ms=1000)
+            if job["status"] != "succeeded":
+                with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                              console=err, transient=True) as bar:
+                    task = bar.add_task("queued", total=None)
+
+                    def show(status: str, percent: float | None) -> None:
+                        done = f" {percent:.0f}%" if percent is not None and percent >= 0 else ""
+                        bar.update(task, description=f"{status}{done}")
+
+                    job = client.wait(job["id"], on_progress=show)
+            if job["status"] != "succeeded":
+                error = job.get("error") or {}
+                raise GatewayError(200, error.get("code", job["status"]),
+                                   error.get("message", ""), job)
+            if output is not None:
+                fmt = {".csv": "csv", ".arrow": "arrow"}.get(output.suffix.lower(), "parquet")
+                client.download(job["id"], output, format=fmt)
+                info = client.job(job["id"])
+                out.print(f"wrote {info['rows']} rows to {output}", highlight=False)
+                out.print((info.get("provenance") or {}).get("citation", ""), highlight=False)
+                return
+            result = client.query_result(job["id"])
+        except GatewayError as exc:
+            err.print(f"error[{exc.code}]: {exc.detail}", highlight=False)
+            raise typer.Exit(1) from None
+    table = Table(*result.table.column_names)
+    for row in result.table.to_pylist()[:200]:
+        table.add_row(*(str(v) for v in row.values()))
+    out.print(table)
+    out.print(result.provenance.get("citation", ""), highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -8,6 +8,7 @@ every installation holds the same synthetic people.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import tempfile
 from collections.abc import Iterator
@@ -21,9 +22,16 @@ from gateway.datasets.publish import publish
 from gateway.policy.loading import load_policies
 from gateway.policy.signing import generate_keypair
 from gateway.settings import Settings
-from gateway.store import open_store
+from gateway.store import Store, open_store
 
 FLIGHT_TABLES = ("flights", "airlines", "airports", "planes", "weather")
+DEMO_USERS = (
+    ("lin", "researcher", "Demo University, School of Public Policy"),
+    ("acme-analyst", "enterprise", "Acme Logistics Ltd."),
+    ("wang", "supervisor", "Demo Data Supervision Office"),
+    ("provider-office", "provider", "Demo Transport Bureau"),
+    ("admin", "admin", "Platform operator"),
+)
 RESIDENTS = 20_000
 DISTRICTS = ("Huangpu", "Xuhui", "Changning", "Jing'an", "Putuo", "Hongkou", "Yangpu",
              "Minhang", "Baoshan", "Jiading", "Pudong", "Jinshan", "Songjiang", "Qingpu",
@@ -40,6 +48,7 @@ def init_demo(settings: Settings) -> Iterator[str]:
         yield f"created platform key {settings.platform_key_path}"
     store = open_store(settings.db_url)
     policies = load_policies(settings.policy_dir, trusted_keys_dir=settings.trusted_keys)
+    yield from _demo_users(settings, store)
     with tempfile.TemporaryDirectory(prefix="dsb-demo-") as tmp:
         for dataset_id in (*FLIGHT_TABLES, "residents"):
             if catalog.latest_version(store, dataset_id) is not None:
@@ -50,6 +59,34 @@ def init_demo(settings: Settings) -> Iterator[str]:
             done = publish(settings, store, policies, source, dataset_id, published_by="demo")
             source.unlink()
             yield f"{dataset_id}: published v{done.version} ({done.row_count} rows)"
+
+
+def tokens_file(settings: Settings) -> Path:
+    return settings.home / "demo-tokens.env"
+
+
+def _demo_users(settings: Settings, store: Store) -> Iterator[str]:
+    """Demo accounts with one token each, kept in DSB_HOME/demo-tokens.env (mode 0600)."""
+    from gateway.access.accounts import Role, add_user, issue_token
+    from gateway.store.models import User
+
+    lines = []
+    for user_id, role, organisation in DEMO_USERS:
+        with store.session() as session:
+            exists = session.get(User, user_id) is not None
+        if exists:
+            continue
+        add_user(store, user_id, Role(role), organisation=organisation)
+        token = issue_token(store, user_id, label="demo", expires_in=dt.timedelta(days=365))
+        variable = "DSB_TOKEN_" + user_id.upper().replace("-", "_")
+        lines.append(f"{variable}={token}\n")
+    if lines:
+        path = tokens_file(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.writelines(lines)
+        yield f"created {len(lines)} demo accounts; their tokens are in {path}"
 
 
 def demo_table(dataset_id: str) -> pa.Table:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from gateway.datasets import keys
-from gateway.errors import DatasetError, DsbError, NotFound
+from gateway.errors import Conflict, DatasetError, DsbError, NotFound
 from gateway.policy.loading import PolicySet
 from gateway.policy.models import DatasetStatus
 from gateway.settings import Settings
@@ -48,8 +48,8 @@ def change_status(
         state = session.get(DatasetState, dataset_id, with_for_update=True)
         current = DatasetStatus(state.status) if state else declared
         if current not in allowed_from:
-            raise DatasetError(f"cannot {action} dataset {dataset_id!r}: it is {current.value}",
-                               code="invalid_transition")
+            raise Conflict(f"cannot {action} dataset {dataset_id!r}: it is {current.value}",
+                           code="invalid_transition")
         if state is None:
             state = DatasetState(dataset_id=dataset_id)
             session.add(state)
@@ -95,6 +95,6 @@ def mounts(
             raise NotFound(f"dataset {dataset_id!r} has no published version; "
                            "publish one with `dsb dataset publish`", code="dataset_not_published")
         path = settings.datasets_path / dataset_id / row.file_name
-        key = keys.unwrap(master, row.wrapped_key, dataset_id, row.version)
+        key = keys.unwrap_cached(master, row.wrapped_key, dataset_id, row.version)
         out.append(DatasetMount(dataset_id, path, key))
     return out

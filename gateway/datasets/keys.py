@@ -9,6 +9,7 @@ to another version.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -37,6 +38,22 @@ def create_master_key(path: Path) -> None:
 
 
 def load_master_key(path: Path) -> bytes:
+    """The master key in ``path``; re-read only when the file changes (hot path)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        info = None
+    if info is not None:
+        return _load_master_key(path, info.st_mtime_ns, info.st_size, info.st_ino)
+    return _read_master_key(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_master_key(path: Path, _mtime: int, _size: int, _inode: int) -> bytes:
+    return _read_master_key(path)
+
+
+def _read_master_key(path: Path) -> bytes:
     try:
         text = path.read_text().strip()
     except FileNotFoundError:
@@ -90,6 +107,16 @@ def unwrap(master: bytes, wrapped: str, dataset_id: str, version: int) -> str:
             code="master_key_mismatch",
         ) from None
     return plain.decode()
+
+
+def unwrap_cached(master: bytes, wrapped: str, dataset_id: str, version: int) -> str:
+    return _unwrap_cached(master, wrapped, dataset_id, version)
+
+
+@functools.lru_cache(maxsize=256)
+def _unwrap_cached(master: bytes, wrapped: str, dataset_id: str, version: int) -> str:
+    # Only successful unwraps are cached (lru_cache does not keep exceptions).
+    return unwrap(master, wrapped, dataset_id, version)
 
 
 def derive_salt(settings: Settings, scope: str) -> str:

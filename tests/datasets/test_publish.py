@@ -19,7 +19,7 @@ from gateway.cli import app
 from gateway.datasets import catalog, keys
 from gateway.datasets.publish import publish
 from gateway.demo import init_demo
-from gateway.errors import DatasetError, KeyMaterialError, SchemaMismatch
+from gateway.errors import Conflict, DatasetError, KeyMaterialError, SchemaMismatch
 from gateway.policy.loading import PolicySet, load_policies
 from gateway.settings import Settings
 from gateway.store import Store, open_store
@@ -226,7 +226,7 @@ def test_lifecycle_transitions_and_suspended_datasets_are_not_mounted(
     with pytest.raises(Exception) as caught:
         catalog.mounts(settings, store, ["weather"], policies=policies)
     assert getattr(caught.value, "code", None) == "dataset_suspended"
-    with pytest.raises(DatasetError, match="it is suspended"):
+    with pytest.raises(Conflict, match="it is suspended"):
         catalog.change_status(store, policies, "weather", "suspend", reason="again", actor="op")
     catalog.change_status(store, policies, "weather", "resume", reason="resolved", actor="op")
     assert catalog.mounts(settings, store, ["weather"], policies=policies)

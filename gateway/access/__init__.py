@@ -1,0 +1,1 @@
+"""Who may do what: accounts and tokens, roles, agreement checks and quotas."""

@@ -1,0 +1,1 @@
+"""Jobs: one SQL statement under an agreement, from submission to released result."""

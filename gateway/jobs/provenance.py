@@ -1,0 +1,43 @@
+"""Provenance of a result, and the citation line users paste into their work."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.policy.loading import PolicySet
+from gateway.store.models import Job
+
+
+def provenance(policies: PolicySet, job: Job) -> dict[str, Any]:
+    versions: list[dict[str, Any]] = json.loads(job.datasets or "[]")
+    datasets = []
+    for entry in versions:
+        dataset = policies.datasets.get(entry["id"])
+        datasets.append({
+            **entry,
+            "title": dataset.title if dataset else "",
+            "provider": dataset.provider.name if dataset else "",
+            "citation": dataset.citation() if dataset else "",
+        })
+    receipt = json.loads(job.receipt) if job.receipt else None
+    return {
+        "job": job.id,
+        "agreement": job.agreement_id,
+        "datasets": datasets,
+        "receipt": receipt,
+        "citation": citation(datasets, job, receipt),
+    }
+
+
+def citation(datasets: list[dict[str, Any]], job: Job, receipt: dict[str, Any] | None) -> str:
+    sources = "; ".join(d["citation"] for d in datasets if d.get("citation"))
+    when = (job.finished_at or job.created_at).date().isoformat()
+    audit = f", audit event #{receipt['sequence']}" if receipt and "sequence" in receipt else ""
+    return (f"Source: {sources}. Accessed {when} under data-use agreement {job.agreement_id} "
+            f"(job {job.id}{audit}).")
+
+
+def header_value(value: Any) -> str:
+    """HTTP headers are Latin-1: JSON with every non-ASCII character escaped."""
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))

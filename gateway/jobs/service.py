@@ -1,0 +1,337 @@
+"""Submit, run, cancel jobs: the gateway's main path (DESIGN.md, "Data flow").
+
+    check agreement (status, window, channel, datasets) and quota
+    rewrite to the scenario            -> audit query_rewritten / query_rejected
+    run in the agreement's sandbox     -> post-check -> spool
+    check the agreement again          -> audit query_executed / query_failed
+    release the result with its receipt
+
+The result becomes visible (status ``succeeded``) only after its ``query_executed``
+event is committed; if that append fails, the job fails and the spool is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from gateway.access import agreements
+from gateway.access.accounts import Principal
+from gateway.datasets import catalog
+from gateway.datasets.keys import derive_salt
+from gateway.errors import DsbError, ExecutionError, NotFound, QueryRejected
+from gateway.jobs import spool
+from gateway.policy.models import Channel, Mode
+from gateway.rewrite import RewriteContext, Rewritten, rewrite
+from gateway.rewrite.postcheck import postcheck
+from gateway.store.models import Job, utcnow
+from sandbox.runtime.base import SandboxLimits, SandboxSpec
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "rejected"})
+
+
+@dataclass
+class Running:
+    """What this process knows of a job it runs (progress, how to stop it)."""
+
+    job_id: str
+    agreement_id: str
+    datasets: tuple[str, ...]
+    progress: float = 0.0
+    sandbox: Any = None
+    abort_code: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class JobService:
+    def __init__(self, services: Services, *, workers: int = 8) -> None:
+        self.svc = services
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsb-job")
+        self.running: dict[str, Running] = {}
+        self.lock = threading.Lock()
+        self.spool = spool.spool_dir(services.settings.home)
+
+    # -- the public operations -----------------------------------------------------
+
+    def context(self, who: Principal, agreement_id: str, channel: Channel
+                ) -> tuple[agreements.Usable, RewriteContext]:
+        usable = agreements.check_usable(self.svc.store, self.svc.policies, who, agreement_id,
+                                         channel)
+        scenario = usable.scenario
+        ctx = RewriteContext(
+            scenario=scenario,
+            datasets={d: self.svc.policies.dataset(d) for d in scenario.datasets},
+            salt=derive_salt(self.svc.settings, usable.agreement.id),
+        )
+        return usable, ctx
+
+    def explain(self, who: Principal, agreement_id: str, sql: str, channel: Channel) -> Rewritten:
+        _, ctx = self.context(who, agreement_id, channel)
+        return rewrite(sql, ctx)
+
+    def submit(self, who: Principal, agreement_id: str, sql: str, channel: Channel) -> str:
+        """Accept a statement and start it; returns the job id, or raises the refusal.
+
+        Every refusal after authentication is audited, so a supervisor sees probing.
+        """
+        job_id = str(uuid.uuid4())
+        try:
+            usable, ctx = self.context(who, agreement_id, channel)
+            agreements.check_quota(self.svc.store, usable)
+        except DsbError as exc:
+            self.svc.record("query_rejected", who, agreement_id=agreement_id, job_id=job_id,
+                            details={"sql": sql, "code": exc.code, "message": exc.message,
+                                     "channel": channel.value})
+            raise
+        try:
+            rewritten = rewrite(sql, ctx)
+        except QueryRejected as exc:
+            self._insert(job_id, who, agreement_id, channel, sql, status="rejected",
+                         error=(exc.code, exc.message))
+            self.svc.record("query_rejected", who, agreement_id=agreement_id, job_id=job_id,
+                            datasets=self._versions(ctx.scenario.datasets),
+                            details={"sql": sql, "code": exc.code, "message": exc.message,
+                                     "channel": channel.value})
+            raise
+        versions = self._versions(rewritten.datasets)
+        self.svc.record("query_rewritten", who, agreement_id=agreement_id, job_id=job_id,
+                        datasets=versions,
+                        details={"sql": sql, "rewritten_sql": rewritten.display_sql,
+                                 "explanation": [c.message for c in rewritten.explanation],
+                                 "channel": channel.value})
+        self._insert(job_id, who, agreement_id, channel, sql, status="queued",
+                     rewritten=rewritten, versions=versions)
+        running = Running(job_id, agreement_id, rewritten.datasets)
+        with self.lock:
+            self.running[job_id] = running
+        future: Future[None] = self.pool.submit(self._run, running, who, usable, rewritten,
+                                                versions)
+        future.add_done_callback(lambda _f: running.done.set())
+        return job_id
+
+    def wait(self, job_id: str, timeout_s: float) -> None:
+        running = self.running.get(job_id)
+        if running is not None:
+            running.done.wait(timeout_s)
+
+    def progress(self, job_id: str) -> float | None:
+        running = self.running.get(job_id)
+        return running.progress if running else None
+
+    def get(self, who: Principal, job_id: str) -> Job:
+        with self.svc.store.session() as session:
+            job = session.get(Job, job_id)
+        if job is None or not self._may_see(who, job):
+            raise NotFound(f"no job {job_id!r} for you", code="unknown_job")
+        return job
+
+    def cancel(self, who: Principal, job_id: str) -> Job:
+        job = self.get(who, job_id)
+        if job.status in TERMINAL:
+            return job
+        self.abort(job_id, "cancelled")
+        self.wait(job_id, 10)
+        return self.get(who, job_id)
+
+    def abort(self, job_id: str, code: str) -> None:
+        running = self.running.get(job_id)
+        if running is None:
+            return
+        running.abort_code = code
+        sandbox = running.sandbox
+        if sandbox is not None and self.svc.runtime is not None:
+            self.svc.runtime.cancel(sandbox)
+
+    def abort_where(self, code: str, *, agreement_id: str | None = None,
+                    dataset_id: str | None = None) -> None:
+        """Stop running jobs of an agreement or over a dataset (suspension, revocation)."""
+        for running in list(self.running.values()):
+            if agreement_id in (None, running.agreement_id) and (
+                    dataset_id is None or dataset_id in running.datasets):
+                self.abort(running.job_id, code)
+
+    def result_path(self, job: Job) -> Any:
+        return self.spool / f"{job.id}.arrows"
+
+    def close(self) -> None:
+        for job_id in list(self.running):
+            self.abort(job_id, "cancelled")
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- running -------------------------------------------------------------------
+
+    def _run(self, running: Running, who: Principal, usable: agreements.Usable,
+             rewritten: Rewritten, versions: list[dict[str, Any]]) -> None:
+        started = time.monotonic()
+        job_id = running.job_id
+        path = self.spool / f"{job_id}.arrows"
+        self._update(job_id, status="running")
+        try:
+            rows, columns, suppressed, digest = self._execute(running, usable, rewritten, path)
+            # A suspension or revocation while the statement ran wins over its result.
+            agreements.check_usable(self.svc.store, self.svc.policies, who, usable.agreement.id,
+                                    Channel(self._channel(job_id)))
+            if running.abort_code:
+                raise ExecutionError("the job was stopped", code=running.abort_code)
+            receipt = self.svc.record(
+                "query_executed", who, agreement_id=usable.agreement.id, job_id=job_id,
+                datasets=versions,
+                details={"rows": rows, "suppressed_groups": suppressed, "result_sha256": digest,
+                         "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+            self._update(job_id, status="succeeded", rows=rows, cells=rows * columns,
+                         suppressed_groups=suppressed,
+                         result_sha256=digest, receipt=json.dumps(receipt),
+                         finished_at=utcnow())
+        except BaseException as exc:
+            path.unlink(missing_ok=True)
+            code, message = self._failure(running, exc)
+            status = "cancelled" if code == "cancelled" else "failed"
+            try:
+                self.svc.record("query_failed", who, agreement_id=usable.agreement.id,
+                                job_id=job_id, datasets=versions,
+                                details={"code": code, "message": message,
+                                         "internal": repr(exc)[:2000],
+                                         "duration_ms": round((time.monotonic() - started)
+                                                              * 1000, 1)})
+            finally:
+                self._update(job_id, status=status, error_code=code, error_message=message,
+                             finished_at=utcnow())
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            with self.lock:
+                self.running.pop(job_id, None)
+
+    def _execute(self, running: Running, usable: agreements.Usable, rewritten: Rewritten,
+                 path: Any) -> tuple[int, int, int, str]:
+        runtime = self.svc.runtime
+        if runtime is None:
+            raise ExecutionError("no sandbox runtime is configured", code="runtime_unavailable")
+        mounts = catalog.mounts(self.svc.settings, self.svc.store, rewritten.datasets,
+                                policies=self.svc.policies)
+        spec = SandboxSpec(usable.agreement.id, tuple(mounts),
+                           SandboxLimits.from_scenario(usable.scenario.limits))
+        sandbox = runtime.acquire(spec)
+        running.sandbox = sandbox
+        writer: spool.SpoolWriter | None = None
+        try:
+            if running.abort_code:
+                raise ExecutionError("the job was stopped", code=running.abort_code)
+
+            def progress(p: Any) -> None:
+                running.progress = max(running.progress, float(p.percent))
+
+            result = runtime.execute(sandbox, rewritten.sql,
+                                     timeout_ms=usable.scenario.limits.timeout_ms,
+                                     max_rows=rewritten.max_rows + 1, on_progress=progress)
+            suppressed = 0
+            if rewritten.mode is Mode.aggregate:
+                # Aggregates are small (capped); the post-check needs all groups at once.
+                released = postcheck(result.read_all(), rewritten)
+                suppressed = released.suppressed_groups
+                batches = released.table.to_batches()
+                schema = released.table.schema
+            else:
+                batches, schema = self._checked_stream(result, rewritten)
+            writer = spool.SpoolWriter(path, schema)
+            for batch in batches:
+                writer.write(batch)
+            rows = writer.rows
+            digest = writer.close()
+            writer = None
+            return rows, len(schema), suppressed, digest
+        finally:
+            if writer is not None:
+                writer.abort()
+            running.sandbox = None
+            runtime.release(sandbox)
+
+    @staticmethod
+    def _checked_stream(result: Any, rewritten: Rewritten) -> tuple[Any, pa.Schema]:
+        """Post-check each batch as it arrives and keep the row cap across batches."""
+        first = next(iter(result), None)
+        if first is None:
+            empty = postcheck(pa.Table.from_batches([], result.schema), rewritten).table
+            return iter(()), empty.schema
+        head = postcheck(pa.Table.from_batches([first]), rewritten).table
+
+        def rest() -> Any:
+            left = rewritten.max_rows
+            for batch in _chain([first], result):
+                checked = postcheck(pa.Table.from_batches([batch]), rewritten).table
+                yield from checked.slice(0, left).to_batches()
+                left -= min(left, checked.num_rows)
+                if left <= 0:
+                    return
+
+        return rest(), head.schema
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def _failure(self, running: Running, exc: BaseException) -> tuple[str, str]:
+        if running.abort_code and running.abort_code != "cancelled":
+            return running.abort_code, f"the job was stopped: {running.abort_code}"
+        if isinstance(exc, DsbError):
+            if running.abort_code == "cancelled" and exc.code in ("cancelled", "sandbox_failed"):
+                return "cancelled", "cancelled on request"
+            return exc.code, exc.message
+        return "execution_failed", "the statement failed; the failure was recorded"
+
+    def _versions(self, dataset_ids: Any) -> list[dict[str, Any]]:
+        out = []
+        for dataset_id in dataset_ids:
+            row = catalog.latest_version(self.svc.store, dataset_id)
+            dataset = self.svc.policies.dataset(dataset_id)
+            out.append({"id": dataset_id, "version": dataset.version,
+                        "published_version": row.version if row else None,
+                        "sha256": row.file_sha256 if row else None})
+        return out
+
+    def _channel(self, job_id: str) -> str:
+        with self.svc.store.session() as session:
+            job = session.get(Job, job_id)
+            return job.channel if job else Channel.api.value
+
+    def _insert(self, job_id: str, who: Principal, agreement_id: str, channel: Channel,
+                sql: str, *, status: str, rewritten: Rewritten | None = None,
+                versions: list[dict[str, Any]] | None = None,
+                error: tuple[str, str] | None = None) -> None:
+        with self.svc.store.session() as session:
+            session.add(Job(
+                id=job_id, user_id=who.user_id, agreement_id=agreement_id,
+                channel=channel.value, status=status, sql=sql,
+                rewritten_sql=rewritten.display_sql if rewritten else "",
+                explanation=json.dumps([{"rule": c.rule, "message": c.message}
+                                        for c in rewritten.explanation] if rewritten else []),
+                datasets=json.dumps(versions or []),
+                error_code=error[0] if error else "", error_message=error[1] if error else "",
+                finished_at=utcnow() if status in TERMINAL else None,
+            ))
+
+    def _update(self, job_id: str, **values: Any) -> None:
+        with self.svc.store.session() as session:
+            job = session.get(Job, job_id)
+            if job is not None:
+                for key, value in values.items():
+                    setattr(job, key, value)
+
+    @staticmethod
+    def _may_see(who: Principal, job: Job) -> bool:
+        if who.role.value in ("supervisor", "admin"):
+            return who.agreement_id is None
+        return job.user_id == who.user_id and who.agreement_id in (None, job.agreement_id)
+
+
+def _chain(first: list[Any], rest: Any) -> Any:
+    yield from first
+    yield from rest

@@ -1,0 +1,94 @@
+"""What one gateway process holds: settings, store, policies, audit log, runtime, jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.access.accounts import Principal
+from gateway.errors import AuditError
+from gateway.policy.loading import PolicySet, load_policies
+from gateway.settings import Settings
+from gateway.store import Store, open_store
+
+if TYPE_CHECKING:
+    from gateway.jobs.service import JobService
+    from sandbox.runtime.base import SandboxRuntime
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    policies: PolicySet
+    audit: Any = None
+    runtime: SandboxRuntime | None = None
+    jobs: JobService | None = None
+
+    def record(self, action: str, who: Principal | None, *, agreement_id: str | None = None,
+               job_id: str | None = None, datasets: list[dict[str, Any]] | None = None,
+               details: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Append one audit event and return its receipt; raises AuditError (fail closed)."""
+        if self.audit is None:
+            raise AuditError("no audit log is configured; refusing to act unrecorded")
+        from gateway.audit_bridge import append
+
+        return append(self.audit, action, who, agreement_id=agreement_id, job_id=job_id,
+                      datasets=datasets or [], details=details or {})
+
+    def on_agreement_status(self, agreement_id: str, action: str, reason: str,
+                            who: Principal) -> None:
+        """After a suspension or revocation: audit it, stop its jobs and sandboxes."""
+        self.record(f"agreement_{_past(action)}", who, agreement_id=agreement_id,
+                    details={"reason": reason})
+        if action in ("suspend", "revoke"):
+            code = "agreement_suspended" if action == "suspend" else "agreement_revoked"
+            if self.jobs is not None:
+                self.jobs.abort_where(code, agreement_id=agreement_id)
+            if self.runtime is not None:
+                self.runtime.stop_agreement(agreement_id)
+
+    def on_dataset_status(self, dataset_id: str, action: str, reason: str,
+                          who: Principal) -> None:
+        """After a dataset suspension or withdrawal: audit it, stop what uses it."""
+        self.record(f"dataset_{_past(action)}", who,
+                    datasets=[{"id": dataset_id}], details={"reason": reason})
+        if action in ("suspend", "withdraw"):
+            code = f"dataset_{'suspended' if action == 'suspend' else 'withdrawn'}"
+            if self.jobs is not None:
+                self.jobs.abort_where(code, dataset_id=dataset_id)
+            if self.runtime is not None:
+                for agreement in self.policies.agreements.values():
+                    scenario = self.policies.scenarios.get(agreement.scenario)
+                    if scenario is not None and dataset_id in scenario.datasets:
+                        self.runtime.stop_agreement(agreement.id)
+
+    def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
+        if self.runtime is not None:
+            self.runtime.close()
+        self.store.engine.dispose()
+
+
+def _past(action: str) -> str:
+    return {"suspend": "suspended", "resume": "resumed", "revoke": "revoked",
+            "withdraw": "withdrawn"}.get(action, action)
+
+
+def build_services(settings: Settings, *, runtime: SandboxRuntime | None = None) -> Services:
+    """Everything a gateway process needs, from settings (and an optional runtime)."""
+    from gateway.audit_bridge import open_audit
+    from gateway.jobs.service import JobService
+
+    store = open_store(settings.db_url)
+    policies = load_policies(settings.policy_dir, trusted_keys_dir=settings.trusted_keys)
+    services = Services(settings=settings, store=store, policies=policies,
+                        audit=open_audit(settings, store))
+    if runtime is None:
+        from sandbox.runtime.select import select_runtime
+
+        runtime = select_runtime()
+    services.runtime = runtime
+    services.jobs = JobService(services)
+    return services
