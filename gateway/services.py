@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +12,8 @@ from gateway.errors import AuditError
 from gateway.policy.loading import PolicySet, load_policies
 from gateway.settings import Settings
 from gateway.store import Store, open_store
+
+log = logging.getLogger("dsb.gateway")
 
 if TYPE_CHECKING:
     from gateway.jobs.service import JobService
@@ -63,7 +67,24 @@ class Services:
                     if scenario is not None and dataset_id in scenario.datasets:
                         self.runtime.stop_agreement(agreement.id)
 
+    def start_sealing(self, every_s: float = 5.0) -> None:
+        """Seal the audit log by time too, not only on appends: a quiet log gets signed."""
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.audit.checkpoint_if_due()
+                except Exception:  # noqa: BLE001 - keep sealing; the next tick retries
+                    log.exception("audit checkpoint failed")
+
+        self._stop_sealing = stop
+        threading.Thread(target=tick, name="dsb-audit-seal", daemon=True).start()
+
     def close(self) -> None:
+        stop = getattr(self, "_stop_sealing", None)
+        if stop is not None:
+            stop.set()
         if self.jobs is not None:
             self.jobs.close()
         if self.runtime is not None:
@@ -91,4 +112,5 @@ def build_services(settings: Settings, *, runtime: SandboxRuntime | None = None)
         runtime = select_runtime()
     services.runtime = runtime
     services.jobs = JobService(services)
+    services.start_sealing()
     return services

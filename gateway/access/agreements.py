@@ -80,8 +80,8 @@ def check_usable(store: Store, policies: PolicySet, principal: Principal, agreem
         allowed = ", ".join(c.value for c in scenario.channels)
         raise AgreementUnusable(f"scenario {scenario.id!r} does not allow the {channel.value} "
                                 f"channel (allowed: {allowed})", code="channel_not_allowed")
-    for dataset_id in scenario.datasets:
-        dataset_status = catalog.status(store, policies, dataset_id)
+    for dataset_id, dataset_status in catalog.statuses(store, policies,
+                                                       scenario.datasets).items():
         if dataset_status is not DatasetStatus.available:
             raise AgreementUnusable(f"dataset {dataset_id!r} is {dataset_status.value}",
                                     code=f"dataset_{dataset_status.value}")

@@ -115,7 +115,7 @@ class JobService:
         with self.lock:
             self.running[job_id] = running
         future: Future[None] = self.pool.submit(self._run, running, who, usable, rewritten,
-                                                versions)
+                                                versions, channel)
         future.add_done_callback(lambda _f: running.done.set())
         return job_id
 
@@ -171,7 +171,7 @@ class JobService:
     # -- running -------------------------------------------------------------------
 
     def _run(self, running: Running, who: Principal, usable: agreements.Usable,
-             rewritten: Rewritten, versions: list[dict[str, Any]]) -> None:
+             rewritten: Rewritten, versions: list[dict[str, Any]], channel: Channel) -> None:
         started = time.monotonic()
         job_id = running.job_id
         path = self.spool / f"{job_id}.arrows"
@@ -180,7 +180,7 @@ class JobService:
             rows, columns, suppressed, digest = self._execute(running, usable, rewritten, path)
             # A suspension or revocation while the statement ran wins over its result.
             agreements.check_usable(self.svc.store, self.svc.policies, who, usable.agreement.id,
-                                    Channel(self._channel(job_id)))
+                                    channel)
             if running.abort_code:
                 raise ExecutionError("the job was stopped", code=running.abort_code)
             receipt = self.svc.record(
@@ -289,18 +289,14 @@ class JobService:
 
     def _versions(self, dataset_ids: Any) -> list[dict[str, Any]]:
         out = []
+        latest = catalog.latest_versions(self.svc.store, dataset_ids)
         for dataset_id in dataset_ids:
-            row = catalog.latest_version(self.svc.store, dataset_id)
+            row = latest.get(dataset_id)
             dataset = self.svc.policies.dataset(dataset_id)
             out.append({"id": dataset_id, "version": dataset.version,
                         "published_version": row.version if row else None,
                         "sha256": row.file_sha256 if row else None})
         return out
-
-    def _channel(self, job_id: str) -> str:
-        with self.svc.store.session() as session:
-            job = session.get(Job, job_id)
-            return job.channel if job else Channel.api.value
 
     def _insert(self, job_id: str, who: Principal, agreement_id: str, channel: Channel,
                 sql: str, *, status: str, rewritten: Rewritten | None = None,
