@@ -20,7 +20,11 @@ def provenance(policies: PolicySet, job: Job) -> dict[str, Any]:
             "provider": dataset.provider.name if dataset else "",
             "citation": dataset.citation() if dataset else "",
         })
-    receipt = json.loads(job.receipt) if job.receipt else None
+    full = json.loads(job.receipt) if job.receipt else None
+    # The full receipt (with the event, and once sealed the signed checkpoint and the
+    # Merkle proof) is at /v1/jobs/{id}/receipt; results carry the part that names it.
+    receipt = {"seq": full["seq"], "event_hash": full["event_hash"],
+               "url": f"/v1/jobs/{job.id}/receipt"} if full else None
     return {
         "job": job.id,
         "agreement": job.agreement_id,

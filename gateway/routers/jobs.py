@@ -174,6 +174,19 @@ def get_result(job_id: str, svc: ServicesDep, who: PrincipalDep,
     return _result(svc, job, format)
 
 
+@router.get("/v1/jobs/{job_id}/receipt",
+            summary="The job's audit receipt, sealed with a signed checkpoint and a Merkle "
+            "inclusion proof once one covers it (its owner, supervisors)")
+def get_receipt(job_id: str, svc: ServicesDep, who: PrincipalDep) -> dict[str, Any]:
+    job = _jobs(svc).get(who, job_id)
+    if not job.receipt:
+        raise Conflict(f"job {job.id} is {job.status}; it has no receipt yet",
+                       code="no_receipt")
+    seq = int(json.loads(job.receipt)["seq"])
+    receipt: dict[str, Any] = svc.audit.receipt(seq).model_dump(mode="json")
+    return receipt
+
+
 @router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a running job (its owner)")
 def cancel(job_id: str, svc: ServicesDep, who: PrincipalDep) -> JobOut:
     job = _jobs(svc).get(who, job_id)

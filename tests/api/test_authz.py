@@ -64,6 +64,8 @@ ROWS = [
         everyone(404, anon=401, acme_analyst=200, wang=200, admin=200), 404, needs_job=True),
     Row("job result", "GET", "/v1/jobs/{job}/result",
         everyone(404, anon=401, acme_analyst=200, wang=403, admin=403), 404, needs_job=True),
+    Row("job receipt", "GET", "/v1/jobs/{job}/receipt",
+        everyone(404, anon=401, acme_analyst=200, wang=200, admin=200), 404, needs_job=True),
     Row("job cancel", "POST", "/v1/jobs/{job}/cancel",
         everyone(404, anon=401, acme_analyst=200, wang=403, admin=403), 404, needs_job=True),
     Row("audit events", "GET", "/v1/audit/events", everyone(403, anon=401, wang=200, admin=200),

@@ -57,6 +57,31 @@ def test_aggregate_query_result_receipt_and_audit_event_match(
     assert event["details"]["rows_returned"] == len(expected)
 
 
+def test_receipt_verifies_offline_once_sealed_and_forgeries_fail(
+        client: TestClient, tokens: dict[str, str], services: Services) -> None:
+    from gateway.audit.receipts import Receipt, verify_receipt
+    from gateway.errors import ReceiptInvalid
+    from gateway.policy.signing import load_public_key
+
+    headers = auth(tokens["acme-analyst"])
+    job = client.post("/v1/jobs", headers=headers, json={
+        "agreement": ACME_AGG, "sql": DELAYS, "wait_ms": 20000}).headers["X-DSB-Job"]
+    services.audit.checkpoint()
+    body = client.get(f"/v1/jobs/{job}/receipt", headers=headers)
+    assert body.status_code == 200, body.text
+    receipt = Receipt.model_validate(body.json())
+    assert receipt.sealed and receipt.event.subjects.job == job
+    public = load_public_key(services.settings.platform_key_path.with_suffix(".pub"))
+    check = verify_receipt(receipt, public)
+    assert check.seq == receipt.seq
+    forged = body.json()
+    forged["event"]["details"]["rows_returned"] += 1
+    with pytest.raises(ReceiptInvalid):
+        verify_receipt(Receipt.model_validate(forged), public)
+    assert client.get(f"/v1/jobs/{job}/receipt", headers=auth(tokens["rival"])
+                      ).status_code == 404
+
+
 def test_result_formats_carry_provenance_headers(client: TestClient, tokens: dict[str, str]
                                                  ) -> None:
     headers = auth(tokens["acme-analyst"])
@@ -74,6 +99,7 @@ def test_result_formats_carry_provenance_headers(client: TestClient, tokens: dic
         assert response.status_code == 200
         provenance = json.loads(response.headers["X-DSB-Provenance"])
         assert provenance["receipt"]["seq"] >= 1
+        assert provenance["receipt"]["url"] == f"/v1/jobs/{job}/receipt"
         assert "nycflights13" in json.loads(response.headers["X-DSB-Citation"])
 
 
