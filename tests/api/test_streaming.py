@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 import yaml
