@@ -35,9 +35,13 @@ class Usable:
 
 
 def status(store: Store, agreement: Agreement, today: dt.date | None = None) -> AgreementStatus:
-    today = today or utcnow().date()
     with store.session() as session:
         state = session.get(AgreementState, agreement.id)
+    return _effective(agreement, state, today or utcnow().date())
+
+
+def _effective(agreement: Agreement, state: AgreementState | None, today: dt.date
+               ) -> AgreementStatus:
     current = AgreementStatus(state.status) if state else agreement.status
     if current is AgreementStatus.active and today > agreement.valid_until:
         return AgreementStatus.expired
@@ -68,20 +72,23 @@ def check_usable(store: Store, policies: PolicySet, principal: Principal, agreem
     if agreement is None or agreement.holder.user != principal.user_id or (
             principal.agreement_id not in (None, agreement_id)):
         raise NotFound(f"no agreement {agreement_id!r} for you", code="unknown_agreement")
-    current = status(store, agreement, now.date())
+    scenario = policies.scenario(agreement.scenario)
+    # One read for the agreement's and its datasets' states: this runs twice per query.
+    with store.session() as session:
+        state = session.get(AgreementState, agreement.id)
+        dataset_states = catalog.statuses_in(session, policies, scenario.datasets)
+    current = _effective(agreement, state, now.date())
     if current is not AgreementStatus.active:
         raise AgreementUnusable(f"agreement {agreement_id!r} is {current.value}",
                                 code=f"agreement_{current.value}")
     if now.date() < agreement.valid_from:
         raise AgreementUnusable(f"agreement {agreement_id!r} is valid from "
                                 f"{agreement.valid_from}", code="agreement_not_yet_valid")
-    scenario = policies.scenario(agreement.scenario)
     if channel not in scenario.channels:
         allowed = ", ".join(c.value for c in scenario.channels)
         raise AgreementUnusable(f"scenario {scenario.id!r} does not allow the {channel.value} "
                                 f"channel (allowed: {allowed})", code="channel_not_allowed")
-    for dataset_id, dataset_status in catalog.statuses(store, policies,
-                                                       scenario.datasets).items():
+    for dataset_id, dataset_status in dataset_states.items():
         if dataset_status is not DatasetStatus.available:
             raise AgreementUnusable(f"dataset {dataset_id!r} is {dataset_status.value}",
                                     code=f"dataset_{dataset_status.value}")

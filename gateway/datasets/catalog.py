@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway.datasets import keys
 from gateway.errors import Conflict, DatasetError, DsbError, NotFound
@@ -39,25 +40,31 @@ def status(store: Store, policies: PolicySet, dataset_id: str) -> DatasetStatus:
 def statuses(store: Store, policies: PolicySet, dataset_ids: Iterable[str]
              ) -> dict[str, DatasetStatus]:
     """``status`` of several datasets in one query (the per-request path)."""
+    with store.session() as session:
+        return statuses_in(session, policies, dataset_ids)
+
+
+def statuses_in(session: Session, policies: PolicySet, dataset_ids: Iterable[str]
+                ) -> dict[str, DatasetStatus]:
+    """``statuses`` inside a transaction the caller already holds."""
     ids = list(dataset_ids)
     declared = {i: policies.dataset(i).status for i in ids}
-    with store.session() as session:
-        rows = session.scalars(select(DatasetState).where(DatasetState.dataset_id.in_(ids)))
-        found = {row.dataset_id: DatasetStatus(row.status) for row in rows}
+    rows = session.scalars(select(DatasetState).where(DatasetState.dataset_id.in_(ids)))
+    found = {row.dataset_id: DatasetStatus(row.status) for row in rows}
     return {i: found.get(i, declared[i]) for i in ids}
 
 
 def latest_versions(store: Store, dataset_ids: Iterable[str]) -> dict[str, DatasetVersion]:
     """Newest published version of each dataset that has one, in one query."""
     ids = list(dataset_ids)
-    newest = (select(DatasetVersion.dataset_id, func.max(DatasetVersion.version).label("v"))
-              .where(DatasetVersion.dataset_id.in_(ids))
-              .group_by(DatasetVersion.dataset_id).subquery())
+    newest: dict[str, DatasetVersion] = {}
     with store.session() as session:
-        rows = session.scalars(select(DatasetVersion).join(newest, and_(
-            DatasetVersion.dataset_id == newest.c.dataset_id,
-            DatasetVersion.version == newest.c.v)))
-        return {row.dataset_id: row for row in rows}
+        # A dataset has few versions: ordering them beats a grouped self-join here.
+        for row in session.scalars(select(DatasetVersion)
+                                   .where(DatasetVersion.dataset_id.in_(ids))
+                                   .order_by(DatasetVersion.version)):
+            newest[row.dataset_id] = row
+    return newest
 
 
 def change_status(
@@ -108,13 +115,18 @@ def mounts(
     Refuses suspended or withdrawn datasets when ``policies`` is given (so the caller
     learns it before anything runs).
     """
-    master = keys.load_master_key(settings.master_key_path)
     if policies is not None:
         for dataset_id, current in statuses(store, policies, dataset_ids).items():
             if current is not DatasetStatus.available:
                 raise DatasetUnavailable(f"dataset {dataset_id!r} is {current.value}",
                                          code=f"dataset_{current.value}")
-    versions = latest_versions(store, dataset_ids)
+    return mounts_of(settings, dataset_ids, latest_versions(store, dataset_ids))
+
+
+def mounts_of(settings: Settings, dataset_ids: Iterable[str],
+              versions: dict[str, DatasetVersion]) -> list[DatasetMount]:
+    """Mounts for versions already looked up (``latest_versions``)."""
+    master = keys.load_master_key(settings.master_key_path)
     out: list[DatasetMount] = []
     for dataset_id in dataset_ids:
         row = versions.get(dataset_id)

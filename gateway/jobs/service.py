@@ -31,7 +31,7 @@ from gateway.jobs import spool
 from gateway.policy.models import Channel, Mode
 from gateway.rewrite import RewriteContext, Rewritten, rewrite
 from gateway.rewrite.postcheck import postcheck
-from gateway.store.models import Job, utcnow
+from gateway.store.models import DatasetVersion, Job, utcnow
 from sandbox.runtime.base import SandboxLimits, SandboxSpec
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ class JobService:
                             details={"sql": sql, "code": exc.code, "message": exc.message,
                                      "channel": channel.value})
             raise
-        versions = self._versions(rewritten.datasets)
+        latest = catalog.latest_versions(self.svc.store, rewritten.datasets)
+        versions = self._describe(rewritten.datasets, latest)
         self.svc.record("query_rewritten", who, agreement_id=agreement_id, job_id=job_id,
                         datasets=versions,
                         details={"sql": sql, "rewritten_sql": rewritten.display_sql,
@@ -115,7 +116,7 @@ class JobService:
         with self.lock:
             self.running[job_id] = running
         future: Future[None] = self.pool.submit(self._run, running, who, usable, rewritten,
-                                                versions, channel)
+                                                versions, latest, channel)
         future.add_done_callback(lambda _f: running.done.set())
         return job_id
 
@@ -171,13 +172,15 @@ class JobService:
     # -- running -------------------------------------------------------------------
 
     def _run(self, running: Running, who: Principal, usable: agreements.Usable,
-             rewritten: Rewritten, versions: list[dict[str, Any]], channel: Channel) -> None:
+             rewritten: Rewritten, versions: list[dict[str, Any]],
+             latest: dict[str, DatasetVersion], channel: Channel) -> None:
         started = time.monotonic()
         job_id = running.job_id
         path = self.spool / f"{job_id}.arrows"
         self._update(job_id, status="running")
         try:
-            rows, columns, suppressed, digest = self._execute(running, usable, rewritten, path)
+            rows, columns, suppressed, digest = self._execute(running, usable, rewritten, latest,
+                                                              path)
             # A suspension or revocation while the statement ran wins over its result.
             agreements.check_usable(self.svc.store, self.svc.policies, who, usable.agreement.id,
                                     channel)
@@ -213,12 +216,12 @@ class JobService:
                 self.running.pop(job_id, None)
 
     def _execute(self, running: Running, usable: agreements.Usable, rewritten: Rewritten,
-                 path: Any) -> tuple[int, int, int, str]:
+                 latest: dict[str, DatasetVersion], path: Any) -> tuple[int, int, int, str]:
         runtime = self.svc.runtime
         if runtime is None:
             raise ExecutionError("no sandbox runtime is configured", code="runtime_unavailable")
-        mounts = catalog.mounts(self.svc.settings, self.svc.store, rewritten.datasets,
-                                policies=self.svc.policies)
+        # Statuses were checked on submission and are checked again before release.
+        mounts = catalog.mounts_of(self.svc.settings, rewritten.datasets, latest)
         spec = SandboxSpec(usable.agreement.id, tuple(mounts),
                            SandboxLimits.from_scenario(usable.scenario.limits))
         sandbox = runtime.acquire(spec)
@@ -288,8 +291,11 @@ class JobService:
         return "execution_failed", "the statement failed; the failure was recorded"
 
     def _versions(self, dataset_ids: Any) -> list[dict[str, Any]]:
+        return self._describe(dataset_ids, catalog.latest_versions(self.svc.store, dataset_ids))
+
+    def _describe(self, dataset_ids: Any, latest: dict[str, DatasetVersion]
+                  ) -> list[dict[str, Any]]:
         out = []
-        latest = catalog.latest_versions(self.svc.store, dataset_ids)
         for dataset_id in dataset_ids:
             row = latest.get(dataset_id)
             dataset = self.svc.policies.dataset(dataset_id)
