@@ -8,7 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway import __version__, problems
-from gateway.routers import agreements, catalog, datasets_admin, jobs, me, oversight
+from gateway.console import web as console
+from gateway.routers import (
+    agreements,
+    catalog,
+    datasets_admin,
+    governance,
+    jobs,
+    me,
+    metrics,
+    oversight,
+)
+from gateway.routers import airlock as airlock_router
 from gateway.services import Services, build_services
 from gateway.settings import Settings
 
@@ -40,6 +51,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     problems.install(app)
     for module in (catalog, datasets_admin, agreements, jobs, oversight, me):
         app.include_router(module.router)
+    for module in (governance, metrics):
+        app.include_router(module.router)
+    console.install(app)
+    app.include_router(airlock_router.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness (public)")
     def healthz() -> dict[str, str]:

@@ -22,6 +22,7 @@ codes are attached here, in one place, so routers never choose them.
     │   ├── StatementCancelled the statement was cancelled or its sandbox stopped
     │   └── SandboxFailed      the sandbox crashed or was killed; it is replaced
     ├── RuntimeUnavailable     neither a Docker engine nor bubblewrap to run sandboxes
+    ├── StoreUnavailable       the metadata database is unreachable (restart, failover)
     ├── Unauthenticated        no, unknown, expired or revoked token
     ├── Forbidden              the role or the ownership does not allow it
     ├── AgreementUnusable      expired / suspended / revoked / wrong channel
@@ -202,3 +203,15 @@ class RuntimeUnavailable(DsbError):
 
     code = "runtime_unavailable"
     http_status = 503
+
+
+class StoreUnavailable(DsbError):
+    """The metadata database dropped or refused the connection; nothing was committed.
+
+    Retryable: a restarted or failed-over PostgreSQL answers again within seconds, and
+    the transaction that failed was rolled back whole (no half-recorded job or event).
+    """
+
+    code = "store_unavailable"
+    http_status = 503
+    retry_after_s = 2

@@ -12,9 +12,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import DsbError, PolicyError, QueryRejected, QuotaExceeded, Unauthenticated
+from gateway.errors import (
+    AuditError,
+    DsbError,
+    PolicyError,
+    QueryRejected,
+    QuotaExceeded,
+    StoreUnavailable,
+    Unauthenticated,
+)
+from gateway.store.db import connection_lost
 
 log = logging.getLogger("dsb.gateway")
 PROBLEM = "application/problem+json"
@@ -26,9 +36,29 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def store_unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """A lost or refused database connection, wherever it surfaced; else None."""
+    if not connection_lost(exc):
+        return None
+    return StoreUnavailable("the metadata database is unavailable (restarting?); nothing "
+                            "was recorded, retry the request")
+
+
+def _unavailable(exc: StoreUnavailable) -> JSONResponse:
+    log.warning("store unavailable: %s", exc.message)
+    response = problem(exc.http_status, exc.code, exc.message)
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DsbError)
     async def _dsb(_request: Request, exc: DsbError) -> JSONResponse:
+        lost = store_unavailable(exc) if isinstance(exc, AuditError) else None
+        if lost is not None:
+            return _unavailable(lost)
+        if isinstance(exc, StoreUnavailable):
+            return _unavailable(exc)
         extra: dict[str, Any] = {}
         if isinstance(exc, QueryRejected) and exc.position is not None:
             extra["position"] = exc.position
@@ -59,7 +89,18 @@ def install(app: FastAPI) -> None:
         return problem(exc.status_code, codes.get(exc.status_code, "http_error"),
                        str(exc.detail))
 
+    @app.exception_handler(DBAPIError)
+    async def _database(_request: Request, exc: DBAPIError) -> JSONResponse:
+        lost = store_unavailable(exc)
+        if lost is not None:
+            return _unavailable(lost)
+        log.exception("database error")
+        return problem(500, "internal_error", "internal error; it has been logged")
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        lost = store_unavailable(exc)
+        if lost is not None:
+            return _unavailable(lost)
         log.exception("unexpected error")
         return problem(500, "internal_error", "internal error; it has been logged")

@@ -67,6 +67,10 @@ class Action(StrEnum):
     objection_answered = "objection.answered"
     complaint_filed = "complaint.filed"
     complaint_answered = "complaint.answered"
+    misuse_recorded = "misuse.recorded"
+    misuse_published = "misuse.published"
+    usage_report_filed = "usage.report_filed"
+    audit_exported = "audit.exported"
     login = "auth.login"
     login_failed = "auth.login_failed"
 

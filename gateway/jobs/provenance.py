@@ -6,11 +6,14 @@ import json
 from typing import Any
 
 from gateway.policy.loading import PolicySet
+from gateway.store.db import Store
 from gateway.store.models import Job
 
 
-def provenance(policies: PolicySet, job: Job) -> dict[str, Any]:
+def provenance(policies: PolicySet, job: Job, store: Store | None = None) -> dict[str, Any]:
     versions: list[dict[str, Any]] = json.loads(job.datasets or "[]")
+    # Open objections to a dataset travel with every result drawn from it (issue 8).
+    marks = _objection_marks(store, [e["id"] for e in versions])
     datasets = []
     for entry in versions:
         dataset = policies.datasets.get(entry["id"])
@@ -19,6 +22,7 @@ def provenance(policies: PolicySet, job: Job) -> dict[str, Any]:
             "title": dataset.title if dataset else "",
             "provider": dataset.provider.name if dataset else "",
             "citation": dataset.citation() if dataset else "",
+            "objections": marks.get(entry["id"], []),
         })
     full = json.loads(job.receipt) if job.receipt else None
     # The full receipt (with the event, and once sealed the signed checkpoint and the
@@ -32,6 +36,14 @@ def provenance(policies: PolicySet, job: Job) -> dict[str, Any]:
         "receipt": receipt,
         "citation": citation(datasets, job, receipt),
     }
+
+
+def _objection_marks(store: Store | None, ids: list[str]) -> dict[str, list[dict[str, str]]]:
+    if store is None:
+        return {}
+    from gateway.governance.workflows import open_marks
+
+    return open_marks(store, ids)
 
 
 def citation(datasets: list[dict[str, Any]], job: Job, receipt: dict[str, Any] | None) -> str:

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from gateway.jobs import spool
 from gateway.policy.models import Channel, Mode
 from gateway.rewrite import RewriteContext, Rewritten, rewrite
 from gateway.rewrite.postcheck import postcheck
+from gateway.store.db import connection_lost
 from gateway.store.models import DatasetVersion, Job, utcnow
 from sandbox.runtime.base import SandboxLimits, SandboxSpec
 
@@ -110,8 +112,11 @@ class JobService:
                         details={"sql": sql, "rewritten_sql": rewritten.display_sql,
                                  "explanation": [c.message for c in rewritten.explanation],
                                  "channel": channel.value})
-        self._insert(job_id, who, agreement_id, channel, sql, status="queued",
-                     rewritten=rewritten, versions=versions)
+        # The trail now holds the accepted statement: its job row must follow, or the
+        # trail would hold a job with no outcome.
+        _until_store_answers(lambda: self._insert(
+            job_id, who, agreement_id, channel, sql, status="queued", rewritten=rewritten,
+            versions=versions))
         running = Running(job_id, agreement_id, rewritten.datasets)
         with self.lock:
             self.running[job_id] = running
@@ -177,7 +182,7 @@ class JobService:
         started = time.monotonic()
         job_id = running.job_id
         path = self.spool / f"{job_id}.arrows"
-        self._update(job_id, status="running")
+        _until_store_answers(lambda: self._update(job_id, status="running"))
         try:
             rows, columns, suppressed, digest = self._execute(running, usable, rewritten, latest,
                                                               path)
@@ -199,16 +204,16 @@ class JobService:
             path.unlink(missing_ok=True)
             code, message = self._failure(running, exc)
             status = "cancelled" if code == "cancelled" else "failed"
+            details = {"code": code, "message": message, "internal": repr(exc)[:2000],
+                       "duration_ms": round((time.monotonic() - started) * 1000, 1)}
             try:
-                self.svc.record("query_failed", who, agreement_id=usable.agreement.id,
-                                job_id=job_id, datasets=versions,
-                                details={"code": code, "message": message,
-                                         "internal": repr(exc)[:2000],
-                                         "duration_ms": round((time.monotonic() - started)
-                                                              * 1000, 1)})
+                _until_store_answers(lambda: self.svc.record(
+                    "query_failed", who, agreement_id=usable.agreement.id, job_id=job_id,
+                    datasets=versions, details=details))
             finally:
-                self._update(job_id, status=status, error_code=code, error_message=message,
-                             finished_at=utcnow())
+                _until_store_answers(lambda: self._update(
+                    job_id, status=status, error_code=code, error_message=message,
+                    finished_at=utcnow()))
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -284,6 +289,8 @@ class JobService:
     def _failure(self, running: Running, exc: BaseException) -> tuple[str, str]:
         if running.abort_code and running.abort_code != "cancelled":
             return running.abort_code, f"the job was stopped: {running.abort_code}"
+        if connection_lost(exc):
+            return "store_unavailable", "the metadata database was unavailable; retry the query"
         if isinstance(exc, DsbError):
             if running.abort_code == "cancelled" and exc.code in ("cancelled", "sandbox_failed"):
                 return "cancelled", "cancelled on request"
@@ -337,3 +344,23 @@ class JobService:
 def _chain(first: list[Any], rest: Any) -> Any:
     yield from first
     yield from rest
+
+
+STORE_RETRY_S = 30.0
+
+
+def _until_store_answers(step: Callable[[], object]) -> None:
+    """Run ``step``, retrying while the database is restarting (bounded).
+
+    A job's outcome must reach the trail: if the store dropped mid-job, giving up at
+    once would leave the job ``running`` with no closing event. Other errors propagate.
+    """
+    deadline = time.monotonic() + STORE_RETRY_S
+    while True:
+        try:
+            step()
+            return
+        except Exception as exc:
+            if not connection_lost(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

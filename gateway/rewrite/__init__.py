@@ -28,6 +28,7 @@ from gateway.rewrite.check_functions import check_functions
 from gateway.rewrite.check_syntax import check_syntax
 from gateway.rewrite.context import REDACTED, Change, RewriteContext, Rewritten, State
 from gateway.rewrite.enforce_min_group import enforce_min_group
+from gateway.rewrite.guard_isolation import guard_isolation
 from gateway.rewrite.inject_row_filters import inject_row_filters
 from gateway.rewrite.mount_sources import mount_sources
 from gateway.rewrite.parse_statement import parse_statement
@@ -46,6 +47,7 @@ RULES: tuple[Rule, ...] = (
     resolve_tables,
     check_functions,
     restrict_columns,
+    guard_isolation,
     enforce_min_group,
     soften_errors,
     apply_masks,

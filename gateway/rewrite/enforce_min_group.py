@@ -31,6 +31,7 @@ from sqlglot import exp
 from gateway.policy.models import Mode
 from gateway.rewrite.allowlists import is_aggregate_call
 from gateway.rewrite.context import GROUP_SIZE_COLUMN, DatasetRef, State, reject, snippet
+from gateway.rewrite.guard_isolation import branch_conditions
 
 Hidden = list[tuple[str, str]]  # (source alias, hidden column name)
 
@@ -169,10 +170,16 @@ class Analyser:
             counts[count.sql()] = count
         for call in aggregates:
             condition = self._contribution(call)
-            if condition is None:
-                continue
-            for count in entity_counts(condition):
-                counts.setdefault(count.sql(), count)
+            if condition is not None:
+                for count in entity_counts(condition):
+                    counts.setdefault(count.sql(), count)
+            # Each CASE/IF branch inside the aggregate must itself cover k entities, or
+            # padding (ELSE 0) would hide a one-person branch inside a big group.
+            for branch in branch_conditions(call):
+                taken = exp.and_(condition.copy(), exp.Paren(this=branch)) \
+                    if condition is not None else branch
+                for count in entity_counts(taken):
+                    counts.setdefault(count.sql(), count)
         terms = list(counts.values())
         # least() of counts (never NULL); Anonymous keeps sqlglot from adding NULL guards.
         size = terms[0] if len(terms) == 1 else exp.Anonymous(this="least", expressions=terms)

@@ -21,6 +21,7 @@ from gateway.access.accounts import Principal, Role
 from gateway.datasets import catalog
 from gateway.deps import OptionalPrincipalDep, ServicesDep
 from gateway.errors import Forbidden, NotFound
+from gateway.governance.workflows import open_marks
 from gateway.policy.models import DataClass, Dataset, DatasetStatus
 from gateway.services import Services
 from sandbox.engine import EngineLimits, open_engine, source_table
@@ -76,6 +77,7 @@ def _out(svc: Services, dataset: Dataset) -> DatasetOut:
                           sensitivity=c.sensitivity.value) for c in dataset.columns],
         latest=VersionOut(version=row.version, published_at=row.created_at.isoformat(),
                           rows=row.row_count, sha256=row.file_sha256) if row else None,
+        objections=open_marks(svc.store, [dataset.id])[dataset.id],
     )
 
 

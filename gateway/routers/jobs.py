@@ -93,7 +93,7 @@ def _job_out(svc: Services, job: Job) -> JobOut:
         rows=job.rows, suppressed_groups=job.suppressed_groups,
         error={"code": job.error_code, "message": job.error_message} if job.error_code else None,
         result_url=f"/v1/jobs/{job.id}/result" if done else None,
-        provenance=provenance(svc.policies, job) if done else None,
+        provenance=provenance(svc.policies, job, svc.store) if done else None,
     )
 
 
@@ -103,7 +103,7 @@ def _result(svc: Services, job: Job, format: Formats) -> Response:
     path = _jobs(svc).result_path(job)
     if not path.exists():
         raise Conflict(f"the result of job {job.id} is no longer kept", code="result_expired")
-    prov = provenance(svc.policies, job)
+    prov = provenance(svc.policies, job, svc.store)
     if format == "json":
         envelope = {"job": job.id, "status": job.status, "rows_returned": job.rows,
                     "suppressed_groups": job.suppressed_groups,

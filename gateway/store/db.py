@@ -11,6 +11,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -58,6 +59,10 @@ def upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # uvicorn workers and gateway containers start at once: one migrates while
+            # the others wait here (lock held to commit), then find the schema at head.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7250309)")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
@@ -67,3 +72,19 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if migrate:
         upgrade(engine)
     return Store(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a refused or dropped database connection.
+
+    SQLAlchemy raises ``OperationalError`` for a refused connection and marks a dropped
+    one ``connection_invalidated``; callers such as the audit log wrap either. Both mean
+    "retry shortly" (a restart or failover), not "the request was wrong".
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OperationalError) or (
+                isinstance(cause, DBAPIError) and cause.connection_invalidated):
+            return True
+        cause = cause.__cause__
+    return False

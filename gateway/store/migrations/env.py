@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
+import gateway.airlock.models  # noqa: F401  (registers the airlock table)
 import gateway.audit.models  # noqa: F401  (registers the audit tables on Base.metadata)
+import gateway.governance.models  # noqa: F401  (registers the governance tables)
 import gateway.store.models  # noqa: F401  (registers the tables on Base.metadata)
 from gateway.store.db import Base
 

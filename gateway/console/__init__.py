@@ -1,0 +1,1 @@
+"""The supervisor / provider web console: server-rendered pages under ``/console/``."""

@@ -1,0 +1,241 @@
+"""Rule (aggregate mode): no isolation inside an aggregate, no data-dependent errors.
+
+Two attack classes that a per-group entity count alone does not see:
+
+- *padded isolation*: ``sum(CASE WHEN <one person> THEN income ELSE 0 END)`` feeds every
+  row of a big group into the sum, but only one person's value is in it. Inside an
+  aggregate's arguments a conditional is therefore only accepted as a flat ``CASE``
+  (or ``IF``) whose branches ``enforce_min_group`` counts separately: each branch must be
+  taken by at least ``k`` distinct entities of the group, or the row is suppressed
+  (``branch_conditions``). Other value-selecting constructs there (comparisons outside a
+  CASE condition, ``greatest``, ``least``, ``nullif``, ``coalesce``, ``sign``, rounding,
+  integer division, modulo, nested CASE) are refused: each is a step function that can
+  single out the rows above a threshold.
+- *error oracles*: a function that raises on some values (``ln(0)``, ``sqrt(-1)``,
+  ``strptime``, ``make_date``, integer overflow...) behind a condition on one person
+  answers a yes/no question by failing or not. Such expressions (when no aggregate is
+  inside them) are wrapped in DuckDB's ``try()``, which gives NULL instead of raising;
+  every divisor is wrapped in ``nullif(<divisor>, 0)`` so division by zero gives NULL.
+
+    >>> from gateway.rewrite.parse_statement import parse
+    >>> guard_divisors(parse("SELECT a / b FROM t")).sql()
+    'SELECT a / NULLIF(b, 0) FROM t'
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from gateway.policy.models import Mode
+from gateway.rewrite.allowlists import is_aggregate_call
+from gateway.rewrite.context import State, reject, snippet
+
+# Functions that raise on some input values (the error itself would be the answer).
+ERROR_RAISING: frozenset[type[exp.Expr]] = frozenset({
+    exp.Ln, exp.Log, exp.Sqrt, exp.Pow, exp.Exp, exp.StrToTime, exp.DateFromParts,
+    exp.Chr, exp.UnixToTime, exp.DateAdd, exp.DateDiff, exp.Ascii, exp.RegexpExtract,
+    exp.RegexpReplace, exp.RegexpLike,
+})
+ERROR_RAISING_ANONYMOUS: frozenset[str] = frozenset({"gcd", "lcm", "age", "date_sub"})
+
+# Node types an aggregate's argument may contain outside a CASE condition: arithmetic on
+# columns and constants. Everything else that selects values is a way to isolate.
+ARGUMENT_NODES: tuple[type[exp.Expr], ...] = (
+    exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Paren, exp.Add,
+    exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Cast, exp.TryCast, exp.DataType,
+    exp.DataTypeParam, exp.Distinct, exp.Star, exp.Case, exp.If, exp.Nullif,
+)
+DIVISIONS: tuple[type[exp.Expr], ...] = (exp.Div, exp.IntDiv, exp.Mod)
+# Arithmetic overflows raise on integers; these and ERROR_RAISING get wrapped in try().
+FAILING: tuple[type[exp.Expr], ...] = (
+    exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Anonymous, *DIVISIONS, *ERROR_RAISING)
+
+
+def _is_guard(node: exp.Expr) -> bool:
+    """``nullif(x, 0)`` that ``guard_divisors`` itself put around a divisor."""
+    return (isinstance(node, exp.Nullif) and isinstance(node.parent, DIVISIONS)
+            and node.arg_key == "expression" and bool(node.meta.get("dsb_guard")))
+
+
+def guard_divisors(tree: exp.Expr) -> exp.Expr:
+    """Wrap each divisor in ``nullif(d, 0)``: x / 0 becomes NULL, not an error."""
+    for node in list(tree.find_all(*DIVISIONS)):
+        divisor = node.expression
+        if isinstance(divisor, exp.Nullif) and divisor.meta.get("dsb_guard"):
+            continue
+        guard = exp.Nullif(this=divisor.copy(), expression=exp.Literal.number(0))
+        guard.meta["dsb_guard"] = True
+        node.set("expression", guard)
+    return tree
+
+
+def _ancestors(node: exp.Expr) -> list[exp.Expr]:
+    out: list[exp.Expr] = []
+    parent = node.parent
+    while parent is not None:
+        out.append(parent)
+        parent = parent.parent
+    return out
+
+
+def _is_passthrough(node: exp.Expr) -> bool:
+    """An ancestor that will not be wrapped itself (it contains an aggregate)."""
+    return _has_aggregate(node) or (isinstance(node, exp.Anonymous)
+                                    and node.name.lower() not in ERROR_RAISING_ANONYMOUS)
+
+
+def _has_aggregate(node: exp.Expr) -> bool:
+    return any(isinstance(n, (exp.Func, exp.Window)) and (is_aggregate_call(n)
+               or isinstance(n, exp.Window)) for n in node.walk())
+
+
+def expand_group_by_all(tree: exp.Expr) -> None:
+    """``GROUP BY ALL`` -> ``GROUP BY <each select expression without an aggregate>``.
+
+    DuckDB fails to bind ``try()`` under GROUP BY ALL (an internal error), so the keys
+    are spelled out before ``make_non_failing`` wraps them.
+    """
+    for select in list(tree.find_all(exp.Select)):
+        group = select.args.get("group")
+        if not isinstance(group, exp.Group) or not group.args.get("all"):
+            continue
+        keys = [e.unalias().copy() for e in select.expressions
+                if not _has_aggregate(e) and not isinstance(e.unalias(), exp.Literal)]
+        if not keys:
+            select.set("group", None)
+            continue
+        select.set("group", exp.Group(expressions=keys))
+
+
+def make_non_failing(tree: exp.Expr) -> bool:
+    """Wrap each failing-prone expression (no aggregate inside) in DuckDB's ``try()``.
+
+    ``try(ln(0))`` and ``try(9223372036854775807 * 2)`` are NULL instead of an error, so
+    "did it fail" says nothing about the rows.
+
+        >>> from gateway.rewrite.parse_statement import parse
+        >>> t = parse("SELECT ln(x + 1) FROM t"); _ = make_non_failing(t); t.sql()
+        'SELECT TRY(LN(x + 1)) FROM t'
+    """
+    changed = False
+    for node in list(tree.find_all(*FAILING)):
+        if any(isinstance(a, FAILING) and not _is_passthrough(a) for a in _ancestors(node)):
+            continue  # the outermost try() already catches it; nested try() trips DuckDB
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else ""
+        if isinstance(node, exp.Anonymous) and name not in ERROR_RAISING_ANONYMOUS:
+            continue
+        if _has_aggregate(node):
+            continue
+        wrapper = exp.Anonymous(this="try", expressions=[])
+        node.replace(wrapper)
+        wrapper.set("expressions", [node])
+        changed = True
+    return changed
+
+
+def _case_conditions(node: exp.Expr) -> list[exp.Expr]:
+    """Conditions of a CASE/IF node, in the order they are tested."""
+    if isinstance(node, exp.Case):
+        return [branch.this for branch in node.args.get("ifs") or []]
+    return [node.this]
+
+
+def _check_argument(call: exp.Expr) -> None:
+    """Refuse value-selecting constructs in ``call``'s arguments (outside CASE conditions)."""
+    def inside_condition(n: exp.Expr) -> bool:
+        # The condition of a branch: If.this whose If is a CASE branch or a bare IF.
+        return isinstance(n.parent, exp.If) and n.arg_key == "this"
+
+    conditionals = 0
+    for node in call.walk(prune=inside_condition):
+        if node is call or inside_condition(node) or isinstance(node, exp.Filter):
+            continue
+        if isinstance(node, (exp.Case, exp.If)) and not isinstance(node.parent, exp.Case):
+            conditionals += 1
+            if any(isinstance(a, (exp.Case, exp.If)) and a is not node
+                   and not isinstance(a.parent, exp.Case) for a in node.find_all(exp.Case, exp.If)):
+                raise reject("isolating_aggregate",
+                             f"nested CASE/IF inside an aggregate ({snippet(call)}) is not "
+                             "allowed in aggregate mode: write one flat CASE, or put the "
+                             "condition in GROUP BY so each group is counted", node)
+            continue
+        if isinstance(node, ARGUMENT_NODES) and not (isinstance(node, exp.Nullif)
+                                                      and not _is_guard(node)):
+            continue
+        raise reject(
+            "isolating_aggregate",
+            f"{snippet(node)} inside the aggregate {snippet(call)} could single out a few "
+            "rows of a large group; in aggregate mode an aggregate's argument may be "
+            "arithmetic on columns or a flat CASE (each branch of which must cover k "
+            "people). Move the condition to WHERE or GROUP BY, or the transformation "
+            "outside the aggregate", node)
+
+
+def branch_conditions(call: exp.Expr) -> list[exp.Expr]:
+    """For each CASE/IF inside ``call``, the condition under which each branch is taken.
+
+    ``enforce_min_group`` counts the distinct entities behind every branch: a branch
+    taken by fewer than ``k`` entities would isolate them however the rest is padded.
+
+        >>> from sqlglot import parse_one
+        >>> call = parse_one("sum(CASE WHEN a = 1 THEN x ELSE 0 END)")
+        >>> [c.sql() for c in branch_conditions(call)]
+        ['COALESCE(a = 1, FALSE)', 'NOT COALESCE(a = 1, FALSE)']
+    """
+    out: list[exp.Expr] = []
+    for node in call.find_all(exp.Case, exp.If):
+        if isinstance(node.parent, exp.Case):
+            continue
+        earlier: list[exp.Expr] = []
+        for condition in _case_conditions(node):
+            # NULL conditions fall through, as CASE itself does.
+            taken = exp.Coalesce(this=condition.copy(), expressions=[exp.false()])
+            out.append(exp.and_(*earlier, taken) if earlier else taken)
+            earlier.append(exp.Not(this=taken.copy()))
+        out.append(exp.and_(*earlier) if len(earlier) > 1 else earlier[0])
+    return out
+
+
+def _check_order(query: exp.Expr) -> None:
+    """ORDER BY of the outer query names output columns only (not row-level values)."""
+    while isinstance(query, exp.Subquery) and not query.alias:
+        query = query.this
+    order = query.args.get("order")
+    selects = [query] if isinstance(query, exp.Select) else list(query.find_all(exp.Select))
+    outputs: set[str] = set()
+    for select in selects:
+        for e in select.expressions:
+            outputs.add(e.alias_or_name.lower())
+            outputs.add(e.unalias().sql(dialect="duckdb").lower())
+    for ordered in (order.expressions if order else []):
+        key = ordered.this
+        if isinstance(key, exp.Literal) and not key.is_string:
+            continue  # ORDER BY 2: a position in the output
+        if isinstance(key, exp.Var) and key.name.upper() == "ALL":
+            continue  # ORDER BY ALL: every output column
+        if isinstance(key, exp.Column) and key.name.lower() in outputs:
+            continue
+        if key.sql(dialect="duckdb").lower() in outputs:
+            continue
+        raise reject("order_by_not_output",
+                     f"ORDER BY {snippet(key)} sorts by something that is not an output "
+                     "column; in aggregate mode sort only by the columns you select "
+                     "(add it to the SELECT list, or sort by its alias)", key)
+
+
+def guard_isolation(state: State) -> None:
+    if state.ctx.mode is not Mode.aggregate:
+        return
+    tree = state.query
+    _check_order(tree)
+    for node in list(tree.walk()):
+        if isinstance(node, exp.Func) and is_aggregate_call(node):
+            _check_argument(node)
+    if any(True for _ in tree.find_all(*DIVISIONS)):
+        guard_divisors(tree)
+        state.note("guard_isolation", "divisors wrapped in NULLIF(divisor, 0): division by "
+                   "zero gives NULL instead of an error")
+    expand_group_by_all(tree)
+    if make_non_failing(tree):
+        state.note("guard_isolation", "arithmetic and functions that can fail wrapped in "
+                   "TRY(): a value that would raise an error gives NULL instead")

@@ -1,0 +1,1 @@
+"""JupyterHub side of the notebooks: who may log in, which servers they may start."""

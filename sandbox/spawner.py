@@ -1,0 +1,174 @@
+"""DockerSpawner for agreement-bound notebook servers.
+
+One named server per agreement (the server name *is* the agreement id; the default
+server takes the only usable agreement or the one picked in the form). At every start
+the gateway re-checks the agreement for the ``notebook`` channel, then:
+
+- the container gets the scenario's CPU/memory limits, runs as uid 10001, drops every
+  capability, cannot gain privileges, has a pids limit, and sits on an internal Docker
+  network where only the hub and the gateway answer (host access is cut by iptables,
+  see ``scripts/notebook-network``);
+- its environment holds a token bound to this agreement only (never the user's login
+  token), revoked when the server stops;
+- in ``sandbox`` mode the scenario's view of each dataset, produced by the gateway as
+  an ordinary audited query, is written to a per-server directory mounted read-only
+  at ``/data``; in ``aggregate`` and ``records`` modes nothing is mounted.
+
+``poll()`` also asks the gateway whether the agreement is still usable, so a suspended
+or revoked agreement stops its server within one ``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dockerspawner import DockerSpawner
+from traitlets import Float, Integer, Unicode, default
+
+from gateway.access.accounts import issue_token
+from gateway.store.models import ApiToken, utcnow
+from sandbox.hub.auth import gateway_services
+from sandbox.hub.gatekeeper import NotebookAgreement, Refused, agreement_for_spawn
+
+
+class AgreementSpawner(DockerSpawner):  # type: ignore[misc]
+    gateway_url = Unicode("http://dsb-gateway:8000", config=True,
+                          help="Gateway URL as seen from inside notebook containers.")
+    gateway_home = Unicode("var", config=True,
+                           help="Home directory of the gateway installation (its store).")
+    policy_dir = Unicode("policies", config=True, help="Directory of the policy YAML files.")
+    views_dir = Unicode(config=True,
+                        help="Host directory holding one sub-directory per server with the "
+                        "scenario's view of each dataset (sandbox mode), mounted read-only.")
+    token_lifetime_h = Float(12.0, config=True,
+                             help="Lifetime in hours of the agreement-bound token a server gets.")
+    pids_limit = Integer(512, config=True, help="Maximum number of processes in a container.")
+
+    @default("views_dir")
+    def _views_dir(self) -> str:
+        return str(Path(self.gateway_home) / "notebook-views")
+
+    @default("poll_interval")
+    def _poll_interval(self) -> int:
+        return 3  # seconds: revocation must stop the server "within seconds"
+
+    def _svc(self) -> Any:
+        return gateway_services(self.gateway_home, self.policy_dir)
+
+    def _agreement_id(self) -> str:
+        if self.name:
+            return str(self.name)
+        picked = (self.user_options or {}).get("agreement")
+        if picked:
+            return str(picked)
+        raise Refused("name the server after an agreement, or pick one in the form")
+
+    # -- form: offer the user's agreements --------------------------------------------
+    async def _options_form(self, spawner: Any) -> str:
+        from gateway.access.accounts import Principal, Role
+        from sandbox.hub.gatekeeper import usable_agreements
+
+        who = Principal(user_id=self.user.name, role=Role.researcher, organisation="",
+                        token_id=0, agreement_id=None)
+        usable, _ = await asyncio.to_thread(usable_agreements, self._svc(), who)
+        if self.name:
+            return ""
+        options = "".join(f'<option value="{a.id}">{a.id} ({a.mode})</option>' for a in usable)
+        return f'<label>Agreement <select name="agreement">{options}</select></label>'
+
+    @default("options_form")
+    def _default_form(self) -> Any:
+        return self._options_form
+
+    def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, str]:
+        return {"agreement": formdata.get("agreement", [""])[0]}
+
+    # -- start / stop -------------------------------------------------------------------
+    async def start(self) -> Any:
+        agreement_id = self._agreement_id()
+        try:
+            found = await asyncio.to_thread(agreement_for_spawn, self._svc(), self.user.name,
+                                            agreement_id)
+        except Refused as exc:
+            self.log.warning("spawn refused for %s: %s", self.user.name, exc)
+            raise
+        self.agreement = found
+        self.cpu_limit = found.cpus
+        self.mem_limit = f"{found.memory_mb}M"
+        token = await asyncio.to_thread(
+            issue_token, self._svc().store, self.user.name, agreement_id=found.id,
+            label=f"notebook:{self.user.name}/{self.name or 'default'}",
+            expires_in=dt.timedelta(hours=self.token_lifetime_h))
+        current_env: dict[str, str] = dict(self.environment)  # type: ignore[has-type]
+        self.environment = {**current_env, "DSB_GATEWAY_URL": self.gateway_url,
+                            "DSB_TOKEN": token, "DSB_AGREEMENT": found.id}
+        self.volumes = await asyncio.to_thread(self._mount_views, found, token)
+        self.extra_host_config = {
+            **self.extra_host_config,  # type: ignore[has-type]
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"], "pids_limit": self.pids_limit,
+            "memswap_limit": f"{found.memory_mb}M",
+        }
+        self._svc().record("sandbox_spawned", None, agreement_id=found.id, details={
+            "kind": "notebook", "user": self.user.name, "server": self.name or "",
+            "mode": found.mode})
+        return await super().start()
+
+    def _view_dir(self) -> Path:
+        return Path(self.views_dir) / f"{self.user.name}--{self.name or 'default'}"
+
+    def _mount_views(self, found: NotebookAgreement, token: str) -> dict[str, dict[str, str]]:
+        """Write the scenario's view of each dataset (sandbox mode only) and mount it."""
+        target = self._view_dir()
+        shutil.rmtree(target, ignore_errors=True)
+        if found.mode != "sandbox":
+            return {}
+        from gateway.client import GatewayClient
+
+        target.mkdir(parents=True, mode=0o755)
+        local = self.gateway_url_for_hub or self.gateway_url
+        with GatewayClient(local, token) as client:
+            for dataset in found.datasets:
+                job = client.submit(found.id, f"SELECT * FROM {dataset}", wait_ms=30000)
+                if job["status"] != "succeeded":
+                    job = client.wait(job["id"])
+                client.download(job["id"], target / f"{dataset}.parquet")
+        for file in target.iterdir():
+            file.chmod(0o444)
+        return {str(target): {"bind": "/data", "mode": "ro"}}
+
+    gateway_url_for_hub = Unicode("", config=True,
+                                  help="Gateway URL as seen from the hub process, when it "
+                                  "differs from gateway_url (e.g. loopback).")
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        await asyncio.to_thread(self._revoke_tokens)
+        shutil.rmtree(self._view_dir(), ignore_errors=True)
+
+    def _revoke_tokens(self) -> None:
+        label = f"notebook:{self.user.name}/{self.name or 'default'}"
+        with self._svc().store.session() as session:
+            for row in session.query(ApiToken).filter(ApiToken.label == label,
+                                                      ApiToken.revoked_at.is_(None)):
+                row.revoked_at = utcnow()
+
+    async def poll(self) -> int | None:
+        status: int | None = await super().poll()
+        if status is not None:
+            return status
+        agreement = getattr(self, "agreement", None)
+        if agreement is None:
+            return None
+        try:
+            await asyncio.to_thread(agreement_for_spawn, self._svc(), self.user.name,
+                                    agreement.id)
+        except Refused as exc:
+            self.log.warning("stopping %s: %s", self.user.name, exc)
+            await self.stop(now=True)
+            return 1
+        return None
