@@ -6,12 +6,11 @@ Every command reports a DsbError as ``error[<code>]: <message>`` on stderr and e
 
 from __future__ import annotations
 
-import functools
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
@@ -19,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.audit.cli import app as audit_app
-from gateway.errors import DsbError, PolicyError
+from gateway.cli_errors import err, reports_errors
+from gateway.errors import DsbError
 from gateway.rewrite.cli import app as sql_app
 from gateway.settings import Settings
 
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from gateway.policy.loading import PolicySet
     from gateway.store import Store
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(no_args_is_help=True, help="Data sandbox for conditionally-open public data.")
 policy_app = typer.Typer(no_args_is_help=True, help="Validate policy files.")
@@ -44,25 +42,6 @@ for sub, name in ((policy_app, "policy"), (keys_app, "keys"), (agreement_app, "a
     app.add_typer(sub, name=name)
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except PolicyError as exc:
-            for issue in exc.issues:
-                err.print(f"[red]error[/red] {issue}", markup=True, highlight=False, soft_wrap=True)
-            err.print(f"{len(exc.issues)} problem(s) found", highlight=False)
-            raise typer.Exit(1) from None
-        except DsbError as exc:
-            err.print(f"error[{exc.code}]: {exc.message}", markup=False, highlight=False,
-                      soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def settings() -> Settings:

@@ -28,7 +28,8 @@ from gateway.audit.events import Action, AuditEvent, format_ts
 from gateway.audit.query import AuditFilter, select_events
 from gateway.audit.receipts import Receipt, verify_receipt
 from gateway.audit.verify import VerifyReport, verify_log
-from gateway.errors import AuditError, DsbError, KeyMaterialError
+from gateway.cli_errors import reports_errors
+from gateway.errors import AuditError, KeyMaterialError
 from gateway.policy.signing import load_public_key
 from gateway.settings import Settings
 from gateway.store import Store, open_store
@@ -47,19 +48,18 @@ class ExportFormat(StrEnum):
 
 
 def _reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """The shared DsbError report, plus a hint when the audit tables are missing."""
+
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except DsbError as exc:
-            err.print(f"error[{exc.code}]: {exc.message}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
         except (OperationalError, ProgrammingError) as exc:
             err.print(f"error[audit_unavailable]: cannot read the audit tables ({exc.orig}); "
                       "run `dsb db upgrade`", markup=False, highlight=False)
             raise typer.Exit(1) from None
 
-    return wrapper
+    return reports_errors(wrapper)
 
 
 @contextmanager

@@ -9,23 +9,18 @@ publish``) and masks with the salt of ``--agreement`` (or a local one per scenar
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
-from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.errors import DsbError
+from gateway.cli_errors import reports_errors
 from gateway.rewrite import RewriteContext, Rewritten, rewrite
 from gateway.settings import Settings
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(no_args_is_help=True, help="Rewrite and run SQL locally under a scenario.")
 out = Console(soft_wrap=True)
@@ -38,18 +33,6 @@ SqlArg = Annotated[str, typer.Argument(help="One SQL statement (DuckDB dialect).
 class Format(StrEnum):
     table = "table"
     json = "json"
-
-
-def _reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except DsbError as exc:
-            err.print(f"error[{exc.code}]: {exc.message}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _context(settings: Settings, scenario_id: str, salt: str) -> RewriteContext:
@@ -69,7 +52,7 @@ def _print_explanation(rewritten: Rewritten) -> None:
 
 
 @app.command("explain")
-@_reports_errors
+@reports_errors
 def explain(sql: SqlArg, scenario: ScenarioOpt,
             fmt: Annotated[Format, typer.Option("--format")] = Format.table) -> None:
     """Show the rewritten SQL and every change made, or why the statement is refused."""
@@ -87,7 +70,7 @@ def explain(sql: SqlArg, scenario: ScenarioOpt,
 
 
 @app.command("run")
-@_reports_errors
+@reports_errors
 def run(
     sql: SqlArg,
     scenario: ScenarioOpt,
