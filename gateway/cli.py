@@ -243,6 +243,9 @@ def users_add(
     user_id: Annotated[str, typer.Argument(metavar="USER")],
     role: Annotated[str, typer.Option(help="researcher, enterprise, supervisor, provider, admin")],
     organisation: Annotated[str, typer.Option(help="Organisation of the user.")] = "",
+    provider_id: Annotated[str, typer.Option(
+        help="For --role provider: the provider id (as in the datasets' provider.id) "
+             "whose datasets this account acts on.")] = "",
 ) -> None:
     """Create an account."""
     from gateway.access.accounts import Role, add_user
@@ -253,8 +256,23 @@ def users_add(
     except ValueError:
         raise DsbError(f"unknown role {role!r}; use one of "
                        + ", ".join(r.value for r in Role), code="invalid_role") from None
-    add_user(open_store(settings().db_url), user_id, chosen, organisation=organisation)
+    add_user(open_store(settings().db_url), user_id, chosen, organisation=organisation,
+             provider_id=provider_id or None)
     out.print(f"added {user_id} ({chosen.value})", highlight=False)
+
+
+@users_app.command("set-provider")
+@reports_errors
+def users_set_provider(
+    user_id: Annotated[str, typer.Argument(metavar="USER")],
+    provider_id: Annotated[str, typer.Argument(metavar="PROVIDER_ID")],
+) -> None:
+    """Tie a provider account to the provider whose datasets it acts on."""
+    from gateway.access.accounts import set_provider
+    from gateway.store import open_store
+
+    set_provider(open_store(settings().db_url), user_id, provider_id)
+    out.print(f"{user_id} acts for provider {provider_id}", highlight=False)
 
 
 @users_app.command("token")

@@ -30,8 +30,11 @@ DEMO_USERS = (
     ("acme-analyst", "enterprise", "Acme Logistics Ltd."),
     ("wang", "supervisor", "Demo Data Supervision Office"),
     ("provider-office", "provider", "Demo Transport Bureau"),
+    ("civil-office", "provider", "Demo Civil Affairs Bureau"),
     ("admin", "admin", "Platform operator"),
 )
+# Provider accounts act for the provider ids the demo datasets declare.
+DEMO_PROVIDERS = {"provider-office": "demo-transport-bureau", "civil-office": "demo-civil-affairs"}
 RESIDENTS = 20_000
 DISTRICTS = ("Huangpu", "Xuhui", "Changning", "Jing'an", "Putuo", "Hongkou", "Yangpu",
              "Minhang", "Baoshan", "Jiading", "Pudong", "Jinshan", "Songjiang", "Qingpu",
@@ -76,7 +79,8 @@ def _demo_users(settings: Settings, store: Store) -> Iterator[str]:
             exists = session.get(User, user_id) is not None
         if exists:
             continue
-        add_user(store, user_id, Role(role), organisation=organisation)
+        add_user(store, user_id, Role(role), organisation=organisation,
+                 provider_id=DEMO_PROVIDERS.get(user_id))
         token = issue_token(store, user_id, label="demo", expires_in=dt.timedelta(days=365))
         variable = "DSB_TOKEN_" + user_id.upper().replace("-", "_")
         lines.append(f"{variable}={token}\n")

@@ -57,3 +57,6 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
 HOLDERS = (Role.researcher, Role.enterprise)
 OVERSIGHT = (Role.supervisor, Role.admin)
 OPERATORS = (Role.provider, Role.admin)
+# Supervisors act on agreements (DESIGN: "suspend, revoke"); so do admins and the
+# providers of the agreement's data (gateway/access/ownership.py narrows it per row).
+AGREEMENT_ACTORS = (Role.supervisor, Role.provider, Role.admin)

@@ -43,8 +43,12 @@ class Services:
     def on_agreement_status(self, agreement_id: str, action: str, reason: str,
                             who: Principal) -> None:
         """After a suspension or revocation: audit it, stop its jobs and sandboxes."""
-        self.record(f"agreement_{_past(action)}", who, agreement_id=agreement_id,
+        self.record(f"agreement_{past_tense(action)}", who, agreement_id=agreement_id,
                     details={"reason": reason})
+        self.stop_agreement_work(agreement_id, action)
+
+    def stop_agreement_work(self, agreement_id: str, action: str) -> None:
+        """A suspended or revoked agreement keeps no running job and no sandbox."""
         if action in ("suspend", "revoke"):
             code = "agreement_suspended" if action == "suspend" else "agreement_revoked"
             if self.jobs is not None:
@@ -55,8 +59,12 @@ class Services:
     def on_dataset_status(self, dataset_id: str, action: str, reason: str,
                           who: Principal) -> None:
         """After a dataset suspension or withdrawal: audit it, stop what uses it."""
-        self.record(f"dataset_{_past(action)}", who,
+        self.record(f"dataset_{past_tense(action)}", who,
                     datasets=[{"id": dataset_id}], details={"reason": reason})
+        self.stop_dataset_work(dataset_id, action)
+
+    def stop_dataset_work(self, dataset_id: str, action: str) -> None:
+        """A suspended or withdrawn dataset is read by no running job or sandbox."""
         if action in ("suspend", "withdraw"):
             code = f"dataset_{'suspended' if action == 'suspend' else 'withdrawn'}"
             if self.jobs is not None:
@@ -92,7 +100,7 @@ class Services:
         self.store.engine.dispose()
 
 
-def _past(action: str) -> str:
+def past_tense(action: str) -> str:
     return {"suspend": "suspended", "resume": "resumed", "revoke": "revoked",
             "withdraw": "withdrawn"}.get(action, action)
 

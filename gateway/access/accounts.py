@@ -38,6 +38,7 @@ class Principal:
     organisation: str
     token_id: int
     agreement_id: str | None  # set for tokens bound to one agreement
+    provider_id: str | None = None  # provider accounts: whose datasets they act on
 
 
 def digest(token: str) -> str:
@@ -45,12 +46,35 @@ def digest(token: str) -> str:
 
 
 def add_user(store: Store, user_id: str, role: Role, *, organisation: str = "",
-             display_name: str = "") -> None:
+             display_name: str = "", provider_id: str | None = None) -> None:
+    _check_provider_id(role, provider_id)
     with store.session() as session:
         if session.get(User, user_id) is not None:
             raise Conflict(f"user {user_id!r} exists", code="user_exists")
         session.add(User(id=user_id, role=role.value, organisation=organisation,
-                         display_name=display_name or user_id))
+                         display_name=display_name or user_id, provider_id=provider_id))
+
+
+def set_provider(store: Store, user_id: str, provider_id: str) -> None:
+    """Tie a provider account to the provider whose datasets it acts on."""
+    with store.session() as session:
+        user = session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r}", code="unknown_user")
+        _check_provider_id(Role(user.role), provider_id)
+        user.provider_id = provider_id
+
+
+def _check_provider_id(role: Role, provider_id: str | None) -> None:
+    # A provider account without a provider would either act on nothing or, worse,
+    # tempt a check that treats "no provider" as "any provider".
+    if role is Role.provider and not provider_id:
+        raise Conflict("a provider account needs the id of the provider it acts for "
+                       "(--provider-id, as in the datasets' `provider.id`)",
+                       code="provider_id_required")
+    if role is not Role.provider and provider_id:
+        raise Conflict(f"only provider accounts have a provider id; this one is {role.value}",
+                       code="provider_id_not_allowed")
 
 
 def get_user(store: Store, user_id: str) -> User:
@@ -103,7 +127,12 @@ def authenticate(store: Store, token: str | None) -> Principal:
         user = session.get(User, row.user_id)
         if user is None or user.disabled_at is not None:
             raise Unauthenticated("account disabled", code="account_disabled")
-        return Principal(user.id, Role(user.role), user.organisation, row.id, row.agreement_id)
+        return principal_of(user, row)
+
+
+def principal_of(user: User, token: ApiToken) -> Principal:
+    return Principal(user.id, Role(user.role), user.organisation, token.id, token.agreement_id,
+                     user.provider_id)
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:

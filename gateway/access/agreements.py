@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from gateway.access import ownership
 from gateway.access.accounts import Principal
 from gateway.datasets import catalog
 from gateway.errors import AgreementUnusable, Conflict, DsbError, NotFound, QuotaExceeded
@@ -48,10 +49,14 @@ def _effective(agreement: Agreement, state: AgreementState | None, today: dt.dat
     return current
 
 
-def visible_to(principal: Principal, agreement: Agreement) -> bool:
-    """Holders see their own agreements; supervisors, providers and admins see all."""
-    if principal.role.value in ("supervisor", "provider", "admin"):
+def visible_to(policies: PolicySet, principal: Principal, agreement: Agreement) -> bool:
+    """Holders see their own agreements; supervisors and admins see all; providers see
+    those over their data."""
+    if principal.role.value in ("supervisor", "admin"):
         return principal.agreement_id in (None, agreement.id)
+    if principal.role.value == "provider":
+        return principal.agreement_id in (None, agreement.id) and \
+            ownership.may_act_on_agreement(policies, principal, agreement.id)
     return agreement.holder.user == principal.user_id and principal.agreement_id in (
         None, agreement.id)
 
@@ -59,7 +64,7 @@ def visible_to(principal: Principal, agreement: Agreement) -> bool:
 def find_visible(policies: PolicySet, principal: Principal, agreement_id: str) -> Agreement:
     agreement = policies.agreements.get(agreement_id)
     # Same answer for "does not exist" and "not yours": ids are not an oracle.
-    if agreement is None or not visible_to(principal, agreement):
+    if agreement is None or not visible_to(policies, principal, agreement):
         raise NotFound(f"no agreement {agreement_id!r} for you", code="unknown_agreement")
     return agreement
 
@@ -113,7 +118,8 @@ def check_quota(store: Store, usable: Usable, now: dt.datetime | None = None) ->
 
 
 def change_status(store: Store, policies: PolicySet, agreement_id: str, action: str, *,
-                  reason: str, actor: str) -> AgreementStatus:
+                  reason: str, actor: str, dry_run: bool = False) -> AgreementStatus:
+    """Move an agreement to its next status; ``dry_run`` only checks the move is allowed."""
     if action not in TRANSITIONS:
         raise DsbError(f"unknown action {action!r}; use suspend, resume or revoke",
                        code="invalid_action")
@@ -127,6 +133,8 @@ def change_status(store: Store, policies: PolicySet, agreement_id: str, action: 
         if current not in allowed_from:
             raise Conflict(f"cannot {action} agreement {agreement_id!r}: it is {current.value}",
                            code="invalid_transition")
+        if dry_run:
+            return target
         if state is None:
             state = AgreementState(agreement_id=agreement_id)
             session.add(state)

@@ -73,29 +73,44 @@ def get(svc: Services, who: Principal, export_id: int) -> ExportRequest:
 
 def decide(svc: Services, who: Principal, export_id: int, approve: bool,
            note: str) -> ExportRequest:
-    """Approve or deny; two different people, and a failed check can only be denied."""
+    """Approve or deny; two different people, and a failed check can only be denied.
+
+    The decision is checked, then audited, then stored: a decision in effect is never
+    missing from the trail, and with the audit log down nothing is decided.
+    """
     if who.role not in OVERSIGHT:
         raise Forbidden("only a supervisor decides on exports")
-    with svc.store.session() as session:
-        row = session.get(ExportRequest, export_id)
-        if row is None:
-            raise NotFound(f"no export request {export_id}", code="unknown_export")
-        if row.requested_by == who.user_id:
-            raise Forbidden("the requester cannot decide on their own export",
-                            code="same_person")
-        if row.status != "pending":
-            raise Conflict(f"export {export_id} is already {row.status}", code="already_decided")
-        if approve and row.check_verdict == Verdict.failed.value:
-            raise Conflict(f"export {export_id} failed the disclosure checks; it can only be "
-                           "denied", code="export_disclosive")
-        row.status = "approved" if approve else "denied"
-        row.decided_by, row.decided_at, row.decision_note = who.user_id, utcnow(), note
-        session.flush()
-        session.expunge(row)
+    row = _decidable(svc, who, export_id, approve)
     svc.record("export_approved" if approve else "export_denied", who,
                agreement_id=row.agreement_id,
                details={"export": row.id, "sha256": row.sha256, "note": note,
                         "requested_by": row.requested_by})
+    with svc.store.session() as session:
+        stored = session.get(ExportRequest, export_id, with_for_update=True)
+        if stored is None or stored.status != "pending":
+            # Another supervisor decided in the instant between the check and now.
+            raise Conflict(f"export {export_id} was decided meanwhile", code="already_decided")
+        stored.status = "approved" if approve else "denied"
+        stored.decided_by, stored.decided_at, stored.decision_note = who.user_id, utcnow(), note
+        session.flush()
+        session.expunge(stored)
+    return stored
+
+
+def _decidable(svc: Services, who: Principal, export_id: int, approve: bool) -> ExportRequest:
+    with svc.store.session() as session:
+        row = session.get(ExportRequest, export_id)
+        if row is not None:
+            session.expunge(row)
+    if row is None:
+        raise NotFound(f"no export request {export_id}", code="unknown_export")
+    if row.requested_by == who.user_id:
+        raise Forbidden("the requester cannot decide on their own export", code="same_person")
+    if row.status != "pending":
+        raise Conflict(f"export {export_id} is already {row.status}", code="already_decided")
+    if approve and row.check_verdict == Verdict.failed.value:
+        raise Conflict(f"export {export_id} failed the disclosure checks; it can only be "
+                       "denied", code="export_disclosive")
     return row
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
-from gateway.access.accounts import Principal, Role
+from gateway.access.accounts import Principal, principal_of
 from gateway.datasets.keys import load_master_key
 from gateway.services import Services
 from gateway.store.models import ApiToken, User, utcnow
@@ -59,7 +59,7 @@ def principal(svc: Services, data: dict[str, Any]) -> Principal | None:
         user = session.scalars(select(User).where(User.id == row.user_id)).first()
         if user is None or user.disabled_at is not None:
             return None
-        return Principal(user.id, Role(user.role), user.organisation, row.id, row.agreement_id)
+        return principal_of(user, row)
 
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:

@@ -165,11 +165,12 @@ def home(ctx: ConsoleDep) -> Response:
 
 def install(app: FastAPI) -> None:
     """Mount the console on ``app``: pages, static files, the two redirects."""
-    from gateway.console import audit_pages, workflow_pages
+    from gateway.console import airlock_pages, audit_pages, workflow_pages
 
     app.include_router(router)
     app.include_router(audit_pages.router)
     app.include_router(workflow_pages.router)
+    app.include_router(airlock_pages.router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.exception_handler(NeedLogin)

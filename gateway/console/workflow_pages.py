@@ -13,10 +13,13 @@ from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
+from gateway import lifecycle
 from gateway.access import agreements as agr
+from gateway.access import ownership
 from gateway.access.accounts import Role
 from gateway.console.web import OPERATORS, OVERSIGHT, ConsoleDep, act
 from gateway.datasets import catalog
+from gateway.deps import AGREEMENT_ACTORS
 from gateway.governance import warnings as early
 from gateway.governance import workflows as wf
 from gateway.governance.models import Complaint, Objection
@@ -27,19 +30,18 @@ from gateway.store.models import DatasetVersion
 router = APIRouter(prefix="/console", include_in_schema=False)
 F = Annotated[str, Form()]
 HOLDERS = (Role.researcher, Role.enterprise)
-# Supervisors act on agreements (DESIGN: "suspend, revoke"); providers and admins too.
-AGREEMENT_ACTORS = (Role.supervisor, Role.provider, Role.admin)
 
 
 @router.get("/agreements")
 def agreements_page(ctx: ConsoleDep) -> HTMLResponse:
     rows = []
     for agreement in ctx.svc.policies.agreements.values():
-        if not agr.visible_to(ctx.who, agreement):
+        if not agr.visible_to(ctx.svc.policies, ctx.who, agreement):
             continue
         used = usage(agreement.id, ctx.svc, ctx.who) if ctx.who.role in OVERSIGHT else None
         rows.append({"a": agreement, "status": agr.status(ctx.svc.store, agreement).value,
-                     "usage": used})
+                     "usage": used, "can_act": ownership.may_act_on_agreement(
+                         ctx.svc.policies, ctx.who, agreement.id)})
     return ctx.render("agreements.html", rows=rows,
                       can_act=ctx.who.role in AGREEMENT_ACTORS)
 
@@ -49,12 +51,8 @@ def agreement_action(agreement_id: str, action: str, ctx: ConsoleDep, reason: F,
                      ) -> RedirectResponse:
     ctx.need(*AGREEMENT_ACTORS)
 
-    def change() -> None:
-        agr.change_status(ctx.svc.store, ctx.svc.policies, agreement_id, action,
-                          reason=reason, actor=ctx.who.user_id)
-        ctx.svc.on_agreement_status(agreement_id, action, reason, ctx.who)
-
-    return act(ctx, "/console/agreements", csrf, change)
+    return act(ctx, "/console/agreements", csrf, lambda: lifecycle.change_agreement(
+        ctx.svc, ctx.who, agreement_id, action, reason))
 
 
 @router.get("/datasets")
@@ -68,7 +66,9 @@ def datasets_page(ctx: ConsoleDep) -> HTMLResponse:
     statuses = catalog.statuses(ctx.svc.store, ctx.svc.policies, ids)
     closed_ok = ctx.who.role not in HOLDERS
     rows = [{"d": d, "status": statuses[d.id].value, "versions": versions.get(d.id, []),
-             "marks": marks[d.id]} for d in ctx.svc.policies.datasets.values()
+             "marks": marks[d.id],
+             "can_act": ownership.owns_dataset(ctx.svc.policies, ctx.who, d.id)}
+            for d in ctx.svc.policies.datasets.values()
             if d.class_.value != "closed" or closed_ok]
     return ctx.render("datasets.html", rows=rows, can_act=ctx.who.role in OPERATORS)
 
@@ -78,12 +78,8 @@ def dataset_action(dataset_id: str, action: str, ctx: ConsoleDep, reason: F, csr
                    ) -> RedirectResponse:
     ctx.need(*OPERATORS)
 
-    def change() -> None:
-        catalog.change_status(ctx.svc.store, ctx.svc.policies, dataset_id, action,
-                              reason=reason, actor=ctx.who.user_id)
-        ctx.svc.on_dataset_status(dataset_id, action, reason, ctx.who)
-
-    return act(ctx, "/console/datasets", csrf, change)
+    return act(ctx, "/console/datasets", csrf, lambda: lifecycle.change_dataset(
+        ctx.svc, ctx.who, dataset_id, action, reason))
 
 
 @router.get("/objections")

@@ -68,8 +68,10 @@ def latest_versions(store: Store, dataset_ids: Iterable[str]) -> dict[str, Datas
 
 
 def change_status(
-    store: Store, policies: PolicySet, dataset_id: str, action: str, *, reason: str, actor: str
+    store: Store, policies: PolicySet, dataset_id: str, action: str, *, reason: str, actor: str,
+    dry_run: bool = False,
 ) -> DatasetStatus:
+    """Move a dataset to its next status; ``dry_run`` only checks that the move is allowed."""
     if action not in TRANSITIONS:
         raise DatasetError(f"unknown action {action!r}; use suspend, resume or withdraw",
                            code="invalid_action")
@@ -83,6 +85,8 @@ def change_status(
         if current not in allowed_from:
             raise Conflict(f"cannot {action} dataset {dataset_id!r}: it is {current.value}",
                            code="invalid_transition")
+        if dry_run:
+            return target
         if state is None:
             state = DatasetState(dataset_id=dataset_id)
             session.add(state)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from gateway.access import agreements
-from gateway.access.accounts import Principal, Role
+from gateway.access import agreements, ownership
+from gateway.access.accounts import Principal
 from gateway.datasets import catalog
 from gateway.errors import Conflict, DsbError, Forbidden, NotFound
 from gateway.governance.models import Complaint, MisuseRecord, Objection, UsageReport
@@ -85,11 +85,7 @@ def open_marks(store: Store, dataset_ids: Iterable[str]) -> dict[str, list[dict[
 
 
 def _check_provider(policies: PolicySet, who: Principal, dataset_id: str) -> None:
-    # As for the dataset lifecycle endpoints: accounts are not yet tied to a provider
-    # id in the policies, so any provider account acts for the datasets it answers.
-    policies.dataset(dataset_id)
-    if who.role not in (Role.provider, Role.admin):
-        raise Forbidden(f"only a provider or an admin may do this for {dataset_id!r}")
+    ownership.check_dataset_actor(policies, who, dataset_id)
 
 
 # -- complaints ---------------------------------------------------------------------

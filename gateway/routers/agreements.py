@@ -9,9 +9,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from gateway import lifecycle
 from gateway.access import agreements
 from gateway.access.accounts import Principal
-from gateway.deps import OPERATORS, PrincipalDep, ServicesDep, require
+from gateway.deps import AGREEMENT_ACTORS, PrincipalDep, ServicesDep, require
 from gateway.policy.models import Agreement
 from gateway.services import Services
 
@@ -64,7 +65,7 @@ def _out(svc: Services, agreement: Agreement) -> AgreementOut:
 @router.get("", summary="Agreements you hold (all of them for supervisors and operators)")
 def list_agreements(svc: ServicesDep, who: PrincipalDep) -> list[AgreementOut]:
     return [_out(svc, a) for a in svc.policies.agreements.values()
-            if agreements.visible_to(who, a)]
+            if agreements.visible_to(svc.policies, who, a)]
 
 
 @router.get("/{agreement_id}", summary="One agreement with today's usage")
@@ -74,10 +75,8 @@ def get_agreement(agreement_id: str, svc: ServicesDep, who: PrincipalDep) -> Agr
 
 def _act(action: Literal["suspend", "resume", "revoke"]):  # type: ignore[no-untyped-def]
     def endpoint(agreement_id: str, body: Reason, svc: ServicesDep,
-                 who: Annotated[Principal, Depends(require(*OPERATORS))]) -> StatusOut:
-        new = agreements.change_status(svc.store, svc.policies, agreement_id, action,
-                                       reason=body.reason, actor=who.user_id)
-        svc.on_agreement_status(agreement_id, action, body.reason, who)
+                 who: Annotated[Principal, Depends(require(*AGREEMENT_ACTORS))]) -> StatusOut:
+        new = lifecycle.change_agreement(svc, who, agreement_id, action, body.reason)
         return StatusOut(id=agreement_id, status=new.value)
 
     endpoint.__name__ = f"{action}_agreement"
@@ -86,4 +85,5 @@ def _act(action: Literal["suspend", "resume", "revoke"]):  # type: ignore[no-unt
 
 for _action in ("suspend", "resume", "revoke"):
     router.post(f"/{{agreement_id}}/{_action}",
-                summary=f"{_action.capitalize()} an agreement (provider, admin)")(_act(_action))
+                summary=f"{_action.capitalize()} an agreement (supervisor, admin, "
+                "the provider of its data)")(_act(_action))

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends
 
 from gateway.access.accounts import Principal
-from gateway.datasets import catalog
+from gateway import lifecycle
 from gateway.deps import OPERATORS, ServicesDep, require
 from gateway.routers.agreements import Reason, StatusOut
 
@@ -17,10 +17,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["catalog"])
 def _act(action: Literal["suspend", "resume", "withdraw"]):  # type: ignore[no-untyped-def]
     def endpoint(dataset_id: str, body: Reason, svc: ServicesDep,
                  who: Annotated[Principal, Depends(require(*OPERATORS))]) -> StatusOut:
-        svc.policies.dataset(dataset_id)
-        new = catalog.change_status(svc.store, svc.policies, dataset_id, action,
-                                    reason=body.reason, actor=who.user_id)
-        svc.on_dataset_status(dataset_id, action, body.reason, who)
+        new = lifecycle.change_dataset(svc, who, dataset_id, action, body.reason)
         return StatusOut(id=dataset_id, status=new.value)
 
     endpoint.__name__ = f"{action}_dataset"
@@ -29,4 +26,4 @@ def _act(action: Literal["suspend", "resume", "withdraw"]):  # type: ignore[no-u
 
 for _action in ("suspend", "resume", "withdraw"):
     router.post(f"/{{dataset_id}}/{_action}",
-                summary=f"{_action.capitalize()} a dataset (provider, admin)")(_act(_action))
+                summary=f"{_action.capitalize()} a dataset (its provider, admin)")(_act(_action))

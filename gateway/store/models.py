@@ -54,6 +54,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     organisation: Mapped[str] = mapped_column(String(255), default="")
     display_name: Mapped[str] = mapped_column(String(255), default="")
+    # For provider accounts: the policies' provider id whose datasets they act on.
+    provider_id: Mapped[str | None] = mapped_column(String(128), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 

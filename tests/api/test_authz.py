@@ -1,7 +1,8 @@
 """Authorization matrix: every endpoint x every role x own / other's resource.
 
 Each row names the endpoint, how to call it, and the status each caller must get.
-"anon" has no token; "rival" is an enterprise that holds no agreement.
+"anon" has no token; "rival" is an enterprise that holds no agreement. "provider-office" is the provider of the
+flight tables, "civil-office" of residents: each acts on its own datasets only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import auth
 
-CALLERS = ("anon", "lin", "acme-analyst", "wang", "provider-office", "admin", "rival")
+CALLERS = ("anon", "lin", "acme-analyst", "wang", "provider-office", "civil-office", "admin",
+           "rival")
 ACME_AGG = "agr-acme-flights-aggregate"
 LIN_SANDBOX = "agr-lin-residents-sandbox"
 SMALL = "SELECT carrier, count(*) AS n FROM flights GROUP BY carrier"
@@ -50,11 +52,18 @@ ROWS = [
     Row("agreements list", "GET", "/v1/agreements", everyone(200, anon=401), 200),
     Row("own agreement", "GET", f"/v1/agreements/{ACME_AGG}",
         everyone(404, anon=401, acme_analyst=200, wang=200, provider_office=200, admin=200), 404),
-    # Resuming what is active: operators pass the role check and get 409 (no state change).
-    Row("agreement resume", "POST", f"/v1/agreements/{LIN_SANDBOX}/resume",
+    # Resuming what is active: who may act passes the checks and gets 409 (no change).
+    Row("agreement resume (residents)", "POST", f"/v1/agreements/{LIN_SANDBOX}/resume",
+        everyone(403, anon=401, wang=409, civil_office=409, admin=409), 403,
+        body={"reason": "x"}),
+    Row("agreement resume (flights)", "POST", f"/v1/agreements/{ACME_AGG}/resume",
+        everyone(403, anon=401, wang=409, provider_office=409, admin=409), 403,
+        body={"reason": "x"}),
+    Row("dataset resume (flights provider)", "POST", "/v1/datasets/planes/resume",
         everyone(403, anon=401, provider_office=409, admin=409), 403, body={"reason": "x"}),
-    Row("dataset resume", "POST", "/v1/datasets/planes/resume",
-        everyone(403, anon=401, provider_office=409, admin=409), 403, body={"reason": "x"}),
+    Row("dataset resume (residents provider)", "POST", "/v1/datasets/residents/resume",
+        everyone(403, anon=401, civil_office=409, admin=409), 403, body={"reason": "x"}),
+
     Row("explain", "POST", "/v1/queries:explain",
         everyone(404, anon=401, acme_analyst=200), 404, body={"agreement": ACME_AGG,
                                                               "sql": SMALL}),
@@ -119,6 +128,10 @@ def test_holders_list_only_their_own_agreements(client: TestClient, tokens: dict
     assert client.get("/v1/agreements", headers=auth(tokens["rival"])).json() == []
     everything = client.get("/v1/agreements", headers=auth(tokens["wang"])).json()
     assert len(everything) == 5
+    # Providers see the agreements over their own data only.
+    civil = client.get("/v1/agreements", headers=auth(tokens["civil-office"])).json()
+    assert {a["id"] for a in civil} == {"agr-lin-residents-sandbox",
+                                        "agr-wang-residents-aggregate"}
 
 
 def test_holders_list_only_their_own_jobs(client: TestClient, tokens: dict[str, str],

@@ -77,3 +77,38 @@ def test_supervisor_sees_pages_and_exports(client: TestClient, tokens: dict[str,
     assert all('"auth.login"' in line for line in jsonl.text.splitlines())
     csv = client.get("/console/audit/export?format=csv&action=auth.login")
     assert csv.text.startswith("seq,ts,action")
+
+
+def test_airlock_queue_shows_only_own_requests_and_holders_cannot_decide(
+        client: TestClient, tokens: dict[str, str]) -> None:
+    import base64
+
+    made = client.post("/v1/exports", headers={"Authorization": f"Bearer {tokens['lin']}"},
+                       json={"agreement": "agr-lin-residents-sandbox",
+                             "filename": "lin_private_table.csv", "reason": "for the paper",
+                             "content_b64": base64.b64encode(b"district,n\nA,40\n").decode()})
+    assert made.status_code == 201, made.text
+    export = made.json()["id"]
+    login(client, tokens["acme-analyst"])
+    assert "lin_private_table.csv" not in client.get("/console/airlock").text
+    csrf = csrf_of(client.get("/console/airlock").text)
+    for decision in ("approve", "deny"):
+        posted = client.post(f"/console/airlock/{export}/{decision}", data={"csrf": csrf})
+        assert posted.status_code == 403
+    assert client.get(f"/console/airlock/{export}/file").status_code == 404
+    login(client, tokens["lin"])
+    own = client.get("/console/airlock").text
+    assert "lin_private_table.csv" in own and 'class="approve"' not in own
+    assert client.post(f"/console/airlock/{export}/approve",
+                       data={"csrf": csrf_of(own)}).status_code == 403
+
+
+def test_provider_cannot_act_on_another_providers_dataset(client: TestClient,
+                                                          tokens: dict[str, str]) -> None:
+    login(client, tokens["provider-office"])
+    page = client.get("/console/datasets").text
+    csrf = csrf_of(page)
+    done = client.post("/console/datasets/residents/suspend", data={"reason": "x", "csrf": csrf},
+                       follow_redirects=False)
+    assert "not_dataset_provider" in done.headers["location"]
+    assert client.get("/v1/datasets/residents").json()["status"] == "available"

@@ -117,7 +117,8 @@ def test_every_page_renders_translated(browser, base_url: str, tokens: dict[str,
     for name, key in (("audit", "audit.title"), ("agreements", "agreements.title"),
                       ("datasets", "datasets.title"), ("objections", "objections.title"),
                       ("complaints", "complaints.title"), ("misuse", "misuse.title"),
-                      ("reports", "reports.title"), ("warnings", "warnings.title")):
+                      ("reports", "reports.title"), ("airlock", "airlock.title"),
+                      ("warnings", "warnings.title")):
         page.goto(f"{base_url}/console/{name}")
         assert h1(page) == MESSAGES[lang][key], name
         assert page.inner_text("nav").startswith(MESSAGES[lang]["nav.audit"])
@@ -278,3 +279,58 @@ def test_researcher_is_refused_supervisor_pages(browser, base_url: str,
     assert MESSAGES[lang]["nav.audit"] not in page.inner_text("header")
     shot(page, f"forbidden-{lang}")
     page.context.close()
+
+
+def _export(client: TestClient, token: str, filename: str, content: bytes) -> int:
+    import base64
+
+    made = client.post("/v1/exports", headers=auth(token), json={
+        "agreement": "agr-lin-residents-sandbox", "filename": filename,
+        "reason": "table for the paper", "content_b64": base64.b64encode(content).decode()})
+    assert made.status_code == 201, made.text
+    return int(made.json()["id"])
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_airlock_queue_approve_release_and_deny(
+        browser, base_url: str, client: TestClient, tokens: dict[str, str], lang: str) -> None:
+    safe = _export(client, tokens["lin"], f"districts_{lang}.csv",
+                   b"district,n\nHuangpu,40\nXuhui,52\n")
+    leaky = _export(client, tokens["lin"], f"people_{lang}.csv", b"resident_id,n\nx,2\n")
+    msg = MESSAGES[lang]
+    page = open_as(browser, base_url, tokens["wang"], lang)
+    page.goto(base_url + "/console/airlock")
+    assert h1(page) == msg["airlock.title"]
+    row = page.locator(f"#exp-{leaky}")
+    # The automatic check is shown with its rules, and a disclosive table has no approve.
+    assert row.locator(".verdict").inner_text() == msg["airlock.verdict.failed"]
+    rules = row.locator(".rule").all_inner_texts()
+    assert msg["airlock.rule.identifier_column"] in rules
+    assert msg["airlock.rule.min_cell_count"] in rules
+    assert row.locator("button.approve").count() == 0
+    assert page.locator(f"#exp-{safe} .verdict").inner_text() == msg["airlock.verdict.passed"]
+    shot(page, f"airlock-queue-{lang}")
+    page.locator(f"#exp-{safe} input[name=note]").fill("aggregates only")
+    page.locator(f"#exp-{safe} button.approve").click()
+    page.wait_for_load_state()
+    assert page.locator(".done").count() == 1
+    assert page.locator(f"#exp-{safe} .status").inner_text().startswith(
+        msg["airlock.status.approved"])
+    page.locator(f"#exp-{leaky} input[name=note]").fill("identifiers")
+    page.locator(f"#exp-{leaky} button.deny").click()
+    page.wait_for_load_state()
+    assert page.locator(f"#exp-{leaky} .status").inner_text().startswith(
+        msg["airlock.status.denied"])
+    with page.expect_download() as download:
+        page.locator(f"#exp-{safe} a.download").click()
+    released = Path(download.value.path()).read_bytes()
+    assert released.startswith(b"# ") and b"district,n\nHuangpu,40\nXuhui,52\n" in released
+    shot(page, f"airlock-decided-{lang}")
+    page.context.close()
+    # The requester sees the outcome of her own requests and no decision buttons.
+    lin = open_as(browser, base_url, tokens["lin"], lang)
+    lin.goto(base_url + "/console/airlock")
+    assert lin.locator(f"#exp-{safe} a.download").count() == 1
+    assert lin.locator("button.approve, button.deny").count() == 0
+    shot(lin, f"airlock-requester-{lang}")
+    lin.context.close()
