@@ -18,6 +18,7 @@ from gateway.routers import (
     me,
     metrics,
     oversight,
+    privacy,
 )
 from gateway.routers import airlock as airlock_router
 from gateway.services import Services, build_services
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     if services is not None:
         app.state.services = services
     problems.install(app)
-    for module in (catalog, datasets_admin, agreements, jobs, oversight, me):
+    for module in (catalog, datasets_admin, agreements, privacy, jobs, oversight, me):
         app.include_router(module.router)
     for module in (governance, metrics):
         app.include_router(module.router)

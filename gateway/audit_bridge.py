@@ -11,13 +11,13 @@ import itertools
 from typing import Any
 
 from gateway.access.accounts import Principal
-from gateway.audit.config import open_audit_log
+from gateway.audit.config import open_audit_log, platform_public_key
 from gateway.audit.events import Action, Actor, AuditEventIn, DatasetRef, Details, Subjects
 from gateway.audit.log import AuditLog
 from gateway.audit.query import AuditFilter, select_events
 from gateway.audit.verify import verify_log
 from gateway.errors import DsbError
-from gateway.policy.signing import generate_keypair, load_public_key
+from gateway.policy.signing import generate_keypair
 from gateway.settings import Settings
 from gateway.store.db import Store
 
@@ -30,7 +30,7 @@ DETAIL_NAMES = {"code": "rejection_code", "rows": "rows_returned",
 def open_audit(settings: Settings, store: Store) -> AuditLog:
     """The platform's audit log; creates the platform signing key on first use."""
     if not settings.platform_key_path.exists():
-        generate_keypair(settings.platform_key_path, settings.platform_key_path.with_suffix(".pub"))
+        generate_keypair(settings.platform_key_path, settings.platform_public_key_path)
     return open_audit_log(settings, store)
 
 
@@ -53,7 +53,7 @@ def events(log: AuditLog, *, user: str | None, agreement: str | None, dataset: s
 
 
 def verify(log: AuditLog, settings: Settings) -> dict[str, Any]:
-    public = load_public_key(settings.platform_key_path.with_suffix(".pub"))
+    public = platform_public_key(settings)
     report = verify_log(log.store.engine, settings.checkpoints_path, public,
                         max_unsealed=log.policy.every_events)
     body: dict[str, Any] = report.model_dump(mode="json")

@@ -100,9 +100,43 @@ def keys_platform() -> None:
     """Make the platform key that signs audit checkpoints."""
     from gateway.policy.signing import generate_keypair
 
-    path = settings().platform_key_path
-    generate_keypair(path, path.with_suffix(".pub"))
+    s = settings()
+    path = s.platform_key_path
+    generate_keypair(path, s.platform_public_key_path)
     out.print(f"platform key: {path}", highlight=False)
+
+
+@keys_app.command("deployment")
+@reports_errors
+def keys_deployment(
+    directory: Annotated[Path, typer.Argument(help="Where docker-compose.yml finds its secrets "
+                                              "(DSB_SECRETS_DIR).")] = Path("secrets"),
+) -> None:
+    """Make the secrets of a docker-compose deployment, keeping any that exist.
+
+    master.key (wraps dataset keys), signing.key and signing.pub (audit checkpoints),
+    db-password (PostgreSQL). Files are 0600; back them up apart from the data volumes.
+    """
+    import secrets as random
+
+    from gateway.datasets.keys import create_master_key
+    from gateway.policy.signing import generate_keypair
+
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made = []
+    if not (directory / "master.key").exists():
+        create_master_key(directory / "master.key")
+        made.append("master.key")
+    if not (directory / "signing.key").exists():
+        generate_keypair(directory / "signing.key", directory / "signing.pub")
+        made += ["signing.key", "signing.pub"]
+    password = directory / "db-password"
+    if not password.exists():
+        password.touch(mode=0o600)
+        password.write_text(random.token_urlsafe(24) + "\n")
+        made.append("db-password")
+    out.print(f"{directory}: " + (f"created {', '.join(made)}" if made else "all present"),
+              highlight=False)
 
 
 # -- agreements ---------------------------------------------------------------------

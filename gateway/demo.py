@@ -47,7 +47,7 @@ def init_demo(settings: Settings) -> Iterator[str]:
         keys.create_master_key(settings.master_key_path)
         yield f"created master key {settings.master_key_path}"
     if not settings.platform_key_path.exists():
-        generate_keypair(settings.platform_key_path, settings.platform_key_path.with_suffix(".pub"))
+        generate_keypair(settings.platform_key_path, settings.platform_public_key_path)
         yield f"created platform key {settings.platform_key_path}"
     store = open_store(settings.db_url)
     policies = load_policies(settings.policy_dir, trusted_keys_dir=settings.trusted_keys)

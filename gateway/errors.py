@@ -12,6 +12,9 @@ codes are attached here, in one place, so routers never choose them.
     │   └── SchemaMismatch     source data does not match the declared columns
     ├── NotFound
     ├── QueryRejected          the rewriter refused a statement (code names the rule)
+    ├── PrivacyRefusal         the privacy guard withheld a result (403)
+    │   ├── BudgetExhausted    the agreement's epsilon budget is spent
+    │   └── DifferencingRisk   combined with earlier releases it would isolate < k entities
     ├── AuditError             the audit trail could not be written or does not verify
     │   ├── AuditIntegrityError the trail contradicts itself or its signed checkpoints
     │   └── ReceiptInvalid     a receipt that does not prove its event (forged, altered)
@@ -105,6 +108,31 @@ class QueryRejected(DsbError):
     def __init__(self, code: str, message: str, *, position: int | None = None) -> None:
         super().__init__(message, code=code)
         self.position = position
+
+
+class PrivacyRefusal(DsbError):
+    """The privacy guard refused to release a result; ``code`` names the rule.
+
+    403, not 429: waiting does not help. The budget of an agreement does not refill and
+    an earlier release does not go away; the message says what to change instead.
+    """
+
+    code = "privacy_refusal"
+    http_status = 403
+
+
+class BudgetExhausted(PrivacyRefusal):
+    code = "budget_exhausted"
+
+
+class DifferencingRisk(PrivacyRefusal):
+    code = "differencing_risk"
+
+
+# Refusals a finished job can carry, to raise them again from its stored code.
+PRIVACY_REFUSALS: dict[str, type[PrivacyRefusal]] = {
+    cls.code: cls for cls in (BudgetExhausted, DifferencingRisk)
+}
 
 
 class AuditError(DsbError):

@@ -105,8 +105,14 @@ def past_tense(action: str) -> str:
             "withdraw": "withdrawn"}.get(action, action)
 
 
-def build_services(settings: Settings, *, runtime: SandboxRuntime | None = None) -> Services:
-    """Everything a gateway process needs, from settings (and an optional runtime)."""
+def build_services(settings: Settings, *, runtime: SandboxRuntime | None = None,
+                   run_jobs: bool = True) -> Services:
+    """Everything a gateway process needs, from settings (and an optional runtime).
+
+    ``run_jobs=False`` is for processes that only read the store and write the trail,
+    such as the hub: no sandbox runtime (so no reaping of the gateway's sandboxes at
+    start) and no job threads.
+    """
     from gateway.audit_bridge import open_audit
     from gateway.jobs.service import JobService
 
@@ -114,6 +120,9 @@ def build_services(settings: Settings, *, runtime: SandboxRuntime | None = None)
     policies = load_policies(settings.policy_dir, trusted_keys_dir=settings.trusted_keys)
     services = Services(settings=settings, store=store, policies=policies,
                         audit=open_audit(settings, store))
+    if not run_jobs:
+        services.start_sealing()
+        return services
     if runtime is None:
         from sandbox.runtime.select import select_runtime
 

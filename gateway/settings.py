@@ -25,8 +25,23 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the metadata store (default: SQLite in home)."
     )
+    database_password_file: Path | None = Field(
+        default=None,
+        description="File holding the database password, put into database_url at start-up "
+        "(a compose or swarm secret; keeps the password out of the environment).",
+    )
     master_key_file: Path | None = Field(
         default=None, description="File holding the master key that wraps dataset keys."
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key that signs audit checkpoints (default: "
+        "<keys_dir>/platform.key). Its public half is read from signing_public_key_file, "
+        "else derived from the private key.",
+    )
+    signing_public_key_file: Path | None = Field(
+        default=None, description="Public half of the signing key (default: the signing key's "
+        "path with the suffix .pub)."
     )
     data_dir: Path | None = Field(default=None, description="Encrypted dataset files.")
     keys_dir: Path | None = Field(default=None, description="Private keys made by `dsb keys`.")
@@ -50,6 +65,12 @@ class Settings(BaseSettings):
             self.keys_dir = self.home / "keys"
         if self.checkpoint_file is None:
             self.checkpoint_file = self.home / "audit" / "checkpoints.jsonl"
+        if self.signing_key_file is None:
+            self.signing_key_file = self.keys_dir / "platform.key"
+        if self.signing_public_key_file is None:
+            self.signing_public_key_file = self.signing_key_file.with_suffix(".pub")
+        if self.database_password_file is not None:
+            self.database_url = _with_password(self.database_url, self.database_password_file)
         return self
 
     # Typed accessors: after validation these are never None.
@@ -80,13 +101,31 @@ class Settings(BaseSettings):
 
     @property
     def platform_key_path(self) -> Path:
-        """Ed25519 key that signs audit checkpoints (public half beside it as .pub)."""
-        return self.private_keys / "platform.key"
+        """Ed25519 key that signs audit checkpoints (DSB_SIGNING_KEY_FILE)."""
+        assert self.signing_key_file is not None
+        return self.signing_key_file
+
+    @property
+    def platform_public_key_path(self) -> Path:
+        """Public half of the checkpoint signing key (may be absent: derive it then)."""
+        assert self.signing_public_key_file is not None
+        return self.signing_public_key_file
 
     @property
     def checkpoints_path(self) -> Path:
         assert self.checkpoint_file is not None
         return self.checkpoint_file
+
+
+def _with_password(url: str, password_file: Path) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = password_file.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the database password file {password_file}: "
+                         f"{exc.strerror} (DSB_DATABASE_PASSWORD_FILE)") from None
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
 
 
 def get_settings() -> Settings:

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from dockerspawner import DockerSpawner
+from tornado import web
 from traitlets import Float, Integer, Unicode, default
 
 from gateway.access.accounts import issue_token
 from gateway.store.models import ApiToken, utcnow
 from sandbox.hub.auth import gateway_services
 from sandbox.hub.gatekeeper import NotebookAgreement, Refused, agreement_for_spawn
+from sandbox.runtime.base import LABEL_NOTEBOOK_AGREEMENT, LABEL_NOTEBOOK_USER
 
 
 class AgreementSpawner(DockerSpawner):  # type: ignore[misc]
@@ -95,7 +97,12 @@ class AgreementSpawner(DockerSpawner):  # type: ignore[misc]
                                             agreement_id)
         except Refused as exc:
             self.log.warning("spawn refused for %s: %s", self.user.name, exc)
-            raise
+            # An HTTPError reaches the user's page; any other exception becomes the hub's
+            # "500: Unhandled error", which says nothing about the agreement. The hub
+            # replaces the error's reason, but shows ``jupyterhub_message`` as is.
+            error = web.HTTPError(403, "%s", str(exc))
+            error.jupyterhub_message = str(exc)
+            raise error from exc
         self.agreement = found
         self.cpu_limit = found.cpus
         self.mem_limit = f"{found.memory_mb}M"
@@ -107,6 +114,13 @@ class AgreementSpawner(DockerSpawner):  # type: ignore[misc]
         self.environment = {**current_env, "DSB_GATEWAY_URL": self.gateway_url,
                             "DSB_TOKEN": token, "DSB_AGREEMENT": found.id}
         self.volumes = await asyncio.to_thread(self._mount_views, found, token)
+        # Labels say which agreement a notebook container serves (operators, tests,
+        # and a supervisor's `docker ps --filter label=dsb.notebook.agreement=...`).
+        self.extra_create_kwargs = {
+            **self.extra_create_kwargs,  # type: ignore[has-type]
+            "labels": {**self.extra_create_kwargs.get("labels", {}),  # type: ignore[has-type]
+                       LABEL_NOTEBOOK_AGREEMENT: found.id, LABEL_NOTEBOOK_USER: self.user.name},
+        }
         self.extra_host_config = {
             **self.extra_host_config,  # type: ignore[has-type]
             "cap_drop": ["ALL"],
@@ -139,7 +153,21 @@ class AgreementSpawner(DockerSpawner):  # type: ignore[misc]
                 client.download(job["id"], target / f"{dataset}.parquet")
         for file in target.iterdir():
             file.chmod(0o444)
-        return {str(target): {"bind": "/data", "mode": "ro"}}
+        return {self._host_path(target): {"bind": "/data", "mode": "ro"}}
+
+    def _host_path(self, path: Path) -> str:
+        """``path`` as the engine names it (the hub may itself run in a container)."""
+        if not hasattr(self, "_paths"):
+            import docker
+
+            from sandbox.runtime.hostpaths import discover
+
+            client = docker.from_env()
+            try:
+                type(self)._paths = discover(client)
+            finally:
+                client.close()
+        return str(self._paths.to_host(path))
 
     gateway_url_for_hub = Unicode("", config=True,
                                   help="Gateway URL as seen from the hub process, when it "

@@ -93,13 +93,18 @@ class TempPostgres:
 
     def reset(self) -> None:
         """An empty ``public`` schema: each test starts from no tables."""
-        from sqlalchemy import create_engine
+        reset_schema(self.url)
 
-        engine = create_engine(self.url)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-            conn.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
+
+def reset_schema(url: str) -> None:
+    """Drop every table of the server at ``url`` (its ``public`` schema, recreated)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
 
 
 def main(argv: list[str]) -> int:

@@ -73,7 +73,7 @@ def _store(settings: Settings) -> Iterator[Store]:
 
 
 def _public_key(settings: Settings, given: Path | None) -> Ed25519PublicKey:
-    path = given or settings.platform_key_path.with_suffix(".pub")
+    path = given or settings.platform_public_key_path
     if not path.is_file():
         raise KeyMaterialError(f"no platform public key at {path}; pass --public-key, or "
                                "run `dsb keys platform` on a new installation")
@@ -81,7 +81,8 @@ def _public_key(settings: Settings, given: Path | None) -> Ed25519PublicKey:
 
 
 PublicKeyOpt = Annotated[Path | None, typer.Option(
-    "--public-key", help="Platform public key (default: the .pub beside DSB's platform key).")]
+    "--public-key", help="Platform public key (default: DSB_SIGNING_PUBLIC_KEY_FILE, else the "
+    ".pub beside the signing key).")]
 UserOpt = Annotated[str | None, typer.Option(help="Only events by this user.")]
 AgreementOpt = Annotated[str | None, typer.Option(help="Only events under this agreement.")]
 DatasetOpt = Annotated[str | None, typer.Option(help="Only events touching this dataset.")]

@@ -301,7 +301,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "warnings.rule.differencing": "差分攻击（筛选条件微调）",
         "warnings.rule.security": "沙箱安全事件",
         "airlock.title": "数据出口审核：导出申请",
-        "airlock.intro": "文件只能经此离开沙箱：先自动进行披露风险检查，再由申请人以外的监管人员决定。",
+        "airlock.intro": "文件只能经此离开沙箱：先自动进行披露风险检查，"
+                         "再由申请人以外的监管人员决定。",
         "airlock.requested_by": "申请人",
         "airlock.file": "文件",
         "airlock.bytes": "%d 字节",

@@ -37,11 +37,12 @@ class Thresholds:
     rejected_window_s: int = 3600
     differencing_pairs: int = 1  # pairs of one shape that differ by one WHERE literal
     security_events: int = 3  # failures with a security code in the rejection window
+    differencing_refusals: int = 1  # results withheld by query auditing (differencing_risk)
 
 
 @dataclass(frozen=True)
 class Warning:
-    rule: str  # burst | rejections | differencing | security
+    rule: str  # burst | rejections | differencing | security | differencing_risk
     user: str
     agreement: str
     count: int
@@ -193,7 +194,24 @@ def differencing(jobs: Sequence[JobView], limits: Thresholds) -> list[Warning]:
     return out
 
 
-RULES: tuple[Rule, ...] = (bursts, rejections, differencing, security_events)
+def differencing_refusals(jobs: Sequence[JobView], limits: Thresholds) -> list[Warning]:
+    """Query auditing withheld a result: it would have isolated people with earlier ones.
+
+    The rule above guesses from SQL text; this one is the gateway's own finding over the
+    entities released, so one refusal is worth a supervisor's look.
+    """
+    out = []
+    for run_jobs in _by_user(jobs).values():
+        hits = [j for j in run_jobs if j.code == "differencing_risk"]
+        if hits and len(hits) >= limits.differencing_refusals:
+            out.append(_warning("differencing_risk", hits, f"{len(hits)} result(s) withheld by "
+                                "query auditing: with earlier releases they would single out "
+                                "fewer than k entities"))
+    return out
+
+
+RULES: tuple[Rule, ...] = (bursts, rejections, differencing, security_events,
+                           differencing_refusals)
 
 
 def load_jobs(store: Store, *, since: dt.datetime, user: str | None = None) -> list[JobView]:

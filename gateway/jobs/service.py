@@ -27,9 +27,10 @@ from gateway.access import agreements
 from gateway.access.accounts import Principal
 from gateway.datasets import catalog
 from gateway.datasets.keys import derive_salt
-from gateway.errors import DsbError, ExecutionError, NotFound, QueryRejected
+from gateway.errors import DsbError, ExecutionError, NotFound, PrivacyRefusal, QueryRejected
 from gateway.jobs import spool
 from gateway.policy.models import Channel, Mode
+from gateway.privacy.guard import PrivacyGuard, Release, cache_key
 from gateway.rewrite import RewriteContext, Rewritten, rewrite
 from gateway.rewrite.postcheck import postcheck
 from gateway.store.db import connection_lost
@@ -62,6 +63,7 @@ class JobService:
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
         self.spool = spool.spool_dir(services.settings.home)
+        self.privacy = PrivacyGuard(services.store)
 
     # -- the public operations -----------------------------------------------------
 
@@ -98,15 +100,19 @@ class JobService:
         try:
             rewritten = rewrite(sql, ctx)
         except QueryRejected as exc:
-            self._insert(job_id, who, agreement_id, channel, sql, status="rejected",
-                         error=(exc.code, exc.message))
-            self.svc.record("query_rejected", who, agreement_id=agreement_id, job_id=job_id,
-                            datasets=self._versions(ctx.scenario.datasets),
-                            details={"sql": sql, "code": exc.code, "message": exc.message,
-                                     "channel": channel.value})
+            self._reject(job_id, who, agreement_id, channel, sql, exc,
+                         self._versions(ctx.scenario.datasets))
             raise
         latest = catalog.latest_versions(self.svc.store, rewritten.datasets)
         versions = self._describe(rewritten.datasets, latest)
+        key = cache_key(agreement_id, rewritten, versions)
+        try:
+            # Noise: a repeat gets its stored answer; a new query the budget cannot pay
+            # is refused before it runs.
+            cached = self.privacy.before_run(agreement_id, usable.scenario, rewritten, key)
+        except PrivacyRefusal as exc:
+            self._reject(job_id, who, agreement_id, channel, sql, exc, versions)
+            raise
         self.svc.record("query_rewritten", who, agreement_id=agreement_id, job_id=job_id,
                         datasets=versions,
                         details={"sql": sql, "rewritten_sql": rewritten.display_sql,
@@ -121,7 +127,7 @@ class JobService:
         with self.lock:
             self.running[job_id] = running
         future: Future[None] = self.pool.submit(self._run, running, who, usable, rewritten,
-                                                versions, latest, channel)
+                                                versions, latest, channel, key, cached)
         future.add_done_callback(lambda _f: running.done.set())
         return job_id
 
@@ -178,14 +184,15 @@ class JobService:
 
     def _run(self, running: Running, who: Principal, usable: agreements.Usable,
              rewritten: Rewritten, versions: list[dict[str, Any]],
-             latest: dict[str, DatasetVersion], channel: Channel) -> None:
+             latest: dict[str, DatasetVersion], channel: Channel, key: str,
+             cached: Release | None) -> None:
         started = time.monotonic()
         job_id = running.job_id
         path = self.spool / f"{job_id}.arrows"
         _until_store_answers(lambda: self._update(job_id, status="running"))
         try:
-            rows, columns, suppressed, digest = self._execute(running, usable, rewritten, latest,
-                                                              path)
+            rows, columns, suppressed, digest, privacy = self._execute(
+                running, usable, rewritten, latest, path, key, cached)
             # A suspension or revocation while the statement ran wins over its result.
             agreements.check_usable(self.svc.store, self.svc.policies, who, usable.agreement.id,
                                     channel)
@@ -195,20 +202,24 @@ class JobService:
                 "query_executed", who, agreement_id=usable.agreement.id, job_id=job_id,
                 datasets=versions,
                 details={"rows": rows, "suppressed_groups": suppressed, "result_sha256": digest,
-                         "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+                         "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                         **_audited_privacy(privacy)})
             self._update(job_id, status="succeeded", rows=rows, cells=rows * columns,
                          suppressed_groups=suppressed,
                          result_sha256=digest, receipt=json.dumps(receipt),
+                         privacy=json.dumps(privacy) if privacy else "",
                          finished_at=utcnow())
         except BaseException as exc:
             path.unlink(missing_ok=True)
             code, message = self._failure(running, exc)
-            status = "cancelled" if code == "cancelled" else "failed"
+            refused = isinstance(exc, PrivacyRefusal)  # withheld by rule, not a failure
+            status = "rejected" if refused else "cancelled" if code == "cancelled" else "failed"
             details = {"code": code, "message": message, "internal": repr(exc)[:2000],
                        "duration_ms": round((time.monotonic() - started) * 1000, 1)}
             try:
                 _until_store_answers(lambda: self.svc.record(
-                    "query_failed", who, agreement_id=usable.agreement.id, job_id=job_id,
+                    "query_rejected" if refused else "query_failed", who,
+                    agreement_id=usable.agreement.id, job_id=job_id,
                     datasets=versions, details=details))
             finally:
                 _until_store_answers(lambda: self._update(
@@ -221,7 +232,12 @@ class JobService:
                 self.running.pop(job_id, None)
 
     def _execute(self, running: Running, usable: agreements.Usable, rewritten: Rewritten,
-                 latest: dict[str, DatasetVersion], path: Any) -> tuple[int, int, int, str]:
+                 latest: dict[str, DatasetVersion], path: Any, key: str,
+                 cached: Release | None) -> tuple[int, int, int, str, dict[str, Any]]:
+        if cached is not None:  # a repeated noisy query: its stored answer, not a new one
+            rows, columns, digest = self._spool(path, cached.table.schema,
+                                                cached.table.to_batches())
+            return rows, columns, cached.suppressed_groups, digest, cached.privacy
         runtime = self.svc.runtime
         if runtime is None:
             raise ExecutionError("no sandbox runtime is configured", code="runtime_unavailable")
@@ -231,7 +247,6 @@ class JobService:
                            SandboxLimits.from_scenario(usable.scenario.limits))
         sandbox = runtime.acquire(spec)
         running.sandbox = sandbox
-        writer: spool.SpoolWriter | None = None
         try:
             if running.abort_code:
                 raise ExecutionError("the job was stopped", code=running.abort_code)
@@ -243,26 +258,41 @@ class JobService:
                                      timeout_ms=usable.scenario.limits.timeout_ms,
                                      max_rows=rewritten.max_rows + 1, on_progress=progress)
             suppressed = 0
+            privacy: dict[str, Any] = {}
             if rewritten.mode is Mode.aggregate:
                 # Aggregates are small (capped); the post-check needs all groups at once.
-                released = postcheck(result.read_all(), rewritten)
-                suppressed = released.suppressed_groups
-                batches = released.table.to_batches()
-                schema = released.table.schema
+                release = self.privacy.release(
+                    result.read_all(), rewritten, agreement_id=usable.agreement.id,
+                    scenario=usable.scenario, job_id=running.job_id, key=key,
+                    noun=self._entities(rewritten))
+                suppressed, privacy = release.suppressed_groups, release.privacy
+                batches = release.table.to_batches()
+                schema = release.table.schema
             else:
                 batches, schema = self._checked_stream(result, rewritten)
-            writer = spool.SpoolWriter(path, schema)
-            for batch in batches:
-                writer.write(batch)
-            rows = writer.rows
-            digest = writer.close()
-            writer = None
-            return rows, len(schema), suppressed, digest
+            rows, columns, digest = self._spool(path, schema, batches)
+            return rows, columns, suppressed, digest, privacy
         finally:
-            if writer is not None:
-                writer.abort()
             running.sandbox = None
             runtime.release(sandbox)
+
+    @staticmethod
+    def _spool(path: Any, schema: pa.Schema, batches: Any) -> tuple[int, int, str]:
+        """Write the result to the spool: (rows, columns, sha256 of the file)."""
+        writer = spool.SpoolWriter(path, schema)
+        try:
+            for batch in batches:
+                writer.write(batch)
+        except BaseException:
+            writer.abort()
+            raise
+        rows = writer.rows
+        return rows, len(schema), writer.close()
+
+    def _entities(self, rewritten: Rewritten) -> str:
+        keys = sorted({key for d in rewritten.datasets
+                       if (key := self.svc.policies.dataset(d).entity_key)})
+        return f"entities ({', '.join(keys)})" if keys else "entities"
 
     @staticmethod
     def _checked_stream(result: Any, rewritten: Rewritten) -> tuple[Any, pa.Schema]:
@@ -296,6 +326,16 @@ class JobService:
                 return "cancelled", "cancelled on request"
             return exc.code, exc.message
         return "execution_failed", "the statement failed; the failure was recorded"
+
+    def _reject(self, job_id: str, who: Principal, agreement_id: str, channel: Channel,
+                sql: str, exc: DsbError, versions: list[dict[str, Any]]) -> None:
+        """A refusal before running: a rejected job and its audit event."""
+        self._insert(job_id, who, agreement_id, channel, sql, status="rejected",
+                     error=(exc.code, exc.message))
+        self.svc.record("query_rejected", who, agreement_id=agreement_id, job_id=job_id,
+                        datasets=versions,
+                        details={"sql": sql, "code": exc.code, "message": exc.message,
+                                 "channel": channel.value})
 
     def _versions(self, dataset_ids: Any) -> list[dict[str, Any]]:
         return self._describe(dataset_ids, catalog.latest_versions(self.svc.store, dataset_ids))
@@ -339,6 +379,16 @@ class JobService:
         if who.role.value in ("supervisor", "admin"):
             return who.agreement_id is None
         return job.user_id == who.user_id and who.agreement_id in (None, job.agreement_id)
+
+
+def _audited_privacy(privacy: dict[str, Any]) -> dict[str, Any]:
+    """What the trail keeps of a release's privacy accounting (epsilon, cache, auditing)."""
+    if "epsilon_charged" in privacy:
+        return {"epsilon_charged": privacy["epsilon_charged"], "noisy_answer_cached":
+                privacy["cached"], "epsilon_spent_total": privacy["budget"]["spent"]}
+    if "query_auditing" in privacy:
+        return {"audited_sets": privacy["query_auditing"]["sets_checked"]}
+    return {}
 
 
 def _chain(first: list[Any], rest: Any) -> Any:

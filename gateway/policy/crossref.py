@@ -16,6 +16,7 @@ from gateway.policy.models import (
     DatasetGrant,
     GeneraliseMask,
     Mode,
+    Scenario,
     TruncateMask,
 )
 
@@ -46,6 +47,8 @@ def check(policies: PolicySet) -> list[PolicyIssue]:
         if scenario.mode is Mode.aggregate and not has_entities:
             issues.append(source.issue(["mode"], "aggregate mode needs at least one dataset "
                                        "with an entity_key to count group sizes"))
+        if scenario.noise is not None:
+            issues.extend(_check_clamp(source, scenario, policies))
     for agreement_id, agreement in policies.agreements.items():
         known = agreement.scenario in policies.scenarios
         if not known and ("scenarios", agreement.scenario) not in policies.invalid:
@@ -84,6 +87,23 @@ def _check_grant(
         problem = _row_filter_problem(grant.row_filter, dataset)
         if problem:
             issues.append(source.issue([*loc, "row_filter"], problem))
+    return issues
+
+
+def _check_clamp(source: Source, scenario: Scenario, policies: PolicySet) -> list[PolicyIssue]:
+    """Each clamped column is a granted numeric column of one of the scenario's datasets."""
+    assert scenario.noise is not None
+    granted = {name: policies.datasets[d].column(name) for d, grant in scenario.datasets.items()
+               if d in policies.datasets for name in grant.columns}
+    issues = []
+    for name in scenario.noise.clamp:
+        column = granted.get(name)
+        if column is None:
+            issues.append(source.issue(["noise", "clamp", name], f"column {name!r} is not "
+                                       "granted by this scenario"))
+        elif not column.type.startswith(NUMERIC):
+            issues.append(source.issue(["noise", "clamp", name], f"clamp needs a numeric "
+                                       f"column; {name!r} is {column.type}"))
     return issues
 
 

@@ -23,10 +23,18 @@ from sqlglot import exp
 
 from gateway.errors import DsbError
 from gateway.rewrite.apply_masks import apply_masks
+from gateway.rewrite.bound_contributions import bound_contributions
 from gateway.rewrite.cap_rows import cap_rows
 from gateway.rewrite.check_functions import check_functions
 from gateway.rewrite.check_syntax import check_syntax
-from gateway.rewrite.context import REDACTED, Change, RewriteContext, Rewritten, State
+from gateway.rewrite.context import (
+    REDACTED,
+    SETS_COLUMN,
+    Change,
+    RewriteContext,
+    Rewritten,
+    State,
+)
 from gateway.rewrite.enforce_min_group import enforce_min_group
 from gateway.rewrite.guard_isolation import guard_isolation
 from gateway.rewrite.inject_row_filters import inject_row_filters
@@ -49,6 +57,7 @@ RULES: tuple[Rule, ...] = (
     restrict_columns,
     guard_isolation,
     enforce_min_group,
+    bound_contributions,
     soften_errors,
     apply_masks,
     inject_row_filters,
@@ -93,4 +102,7 @@ def rewrite(sql: str, ctx: RewriteContext) -> Rewritten:
         hidden_columns=tuple(state.hidden_columns),
         allowed_columns=frozenset(allowed),
         forbidden_columns=frozenset(every - allowed),
+        key_columns=tuple(state.key_columns),
+        audited=SETS_COLUMN in state.hidden_columns,
+        noise=state.noise,
     )

@@ -14,11 +14,16 @@ from sqlglot import exp
 
 from gateway.errors import QueryRejected
 from gateway.policy.models import Dataset, Mode, Scenario
+from gateway.privacy.plan import NoisePlan
 
 # Every name the rewriter invents starts with this; users may not write it anywhere.
 RESERVED_PREFIX = "__dsb"
 # Hidden per-row column holding the number of distinct entities behind an output row.
 GROUP_SIZE_COLUMN = "__dsb_n"
+# Hidden per-row column: for each set of rows an aggregate of the row used, which
+# entities (keyed hashes) contributed how many rows, and what was measured over them.
+# Query auditing compares these with earlier releases; they never leave the gateway.
+SETS_COLUMN = "__dsb_sets"
 MIN_SALT_CHARS = 16
 REDACTED = "<salt>"
 
@@ -70,6 +75,12 @@ class Rewritten:
     hidden_columns: tuple[str, ...] = ()
     allowed_columns: frozenset[str] = frozenset()
     forbidden_columns: frozenset[str] = frozenset()
+    # Output columns that are group keys (labels for auditing messages).
+    key_columns: tuple[str, ...] = ()
+    # Set when the result carries ``SETS_COLUMN`` for query auditing.
+    audited: bool = False
+    # Set in a scenario with noise: how the released columns are made noisy.
+    noise: NoisePlan | None = None
 
 
 @dataclass
@@ -92,6 +103,10 @@ class State:
     refs: list[DatasetRef] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     hidden_columns: list[str] = field(default_factory=list)
+    # Aggregate mode, outer select: (source alias, hidden entity column) it reads.
+    entity_columns: list[tuple[str, str]] = field(default_factory=list)
+    key_columns: list[str] = field(default_factory=list)
+    noise: NoisePlan | None = None
     counter: int = 0
 
     def note(self, rule: str, message: str) -> None:
@@ -125,6 +140,13 @@ def position(node: exp.Expr) -> int | None:
 def snippet(node: exp.Expr, limit: int = 80) -> str:
     text = node.sql(dialect="duckdb", comments=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def normal(node: exp.Expr) -> str:
+    """SQL of an expression with table qualifiers dropped, for matching expressions."""
+    def strip(n: exp.Expr) -> exp.Expr:
+        return exp.column(n.name) if isinstance(n, exp.Column) and n.table else n
+    return node.transform(strip).sql(dialect="duckdb").lower()
 
 
 def reject(code: str, message: str, node: exp.Expr | None = None) -> QueryRejected:

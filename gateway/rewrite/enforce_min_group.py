@@ -30,7 +30,16 @@ from sqlglot import exp
 
 from gateway.policy.models import Mode
 from gateway.rewrite.allowlists import is_aggregate_call
-from gateway.rewrite.context import GROUP_SIZE_COLUMN, DatasetRef, State, reject, snippet
+from gateway.rewrite.context import (
+    GROUP_SIZE_COLUMN,
+    SETS_COLUMN,
+    DatasetRef,
+    State,
+    normal,
+    reject,
+    snippet,
+)
+from gateway.rewrite.entity_sets import sets_column
 from gateway.rewrite.guard_isolation import branch_conditions
 
 Hidden = list[tuple[str, str]]  # (source alias, hidden column name)
@@ -61,13 +70,6 @@ def _aggregates(select: exp.Select) -> list[exp.Expr]:
     return found
 
 
-def _normal(node: exp.Expr) -> str:
-    """SQL of an expression with table qualifiers dropped, for matching GROUP BY keys."""
-    def strip(n: exp.Expr) -> exp.Expr:
-        return exp.column(n.name) if isinstance(n, exp.Column) and n.table else n
-    return node.transform(strip).sql(dialect="duckdb").lower()
-
-
 class Analyser:
     def __init__(self, analysis: _Analysis) -> None:
         self.a = analysis
@@ -95,6 +97,11 @@ class Analyser:
                          distinct)
         self._check_grouping(query, group)
         hidden = self._sources(query)
+        state = self.a.state
+        if not state.key_columns and not state.entity_columns:  # the first (outer) select
+            state.entity_columns = list(hidden)
+            state.key_columns = [p.alias_or_name for p in query.expressions
+                                 if not any(is_aggregate_call(n) for n in p.find_all(exp.Func))]
         self._append_group_size(query, hidden, aggregates)
 
     def _check_grouping(self, query: exp.Select, group: exp.Group | None) -> None:
@@ -118,16 +125,16 @@ class Analyser:
             if isinstance(key, exp.Literal) and not key.is_string:
                 index = int(key.name) - 1
                 if 0 <= index < len(projections):
-                    keys.add(_normal(projections[index].unalias()))
+                    keys.add(normal(projections[index].unalias()))
                 continue
-            keys.add(_normal(key))
+            keys.add(normal(key))
             for projection in projections:  # GROUP BY <select alias>
                 if isinstance(projection, exp.Alias) and isinstance(key, exp.Column) \
                         and not key.table and projection.alias.lower() == key.name.lower():
-                    keys.add(_normal(projection.this))
+                    keys.add(normal(projection.this))
 
         def covered(node: exp.Expr) -> bool:
-            if _normal(node) in keys:
+            if normal(node) in keys:
                 return True
             if isinstance(node, exp.Func) and is_aggregate_call(node):
                 return True
@@ -185,6 +192,12 @@ class Analyser:
         size = terms[0] if len(terms) == 1 else exp.Anonymous(this="least", expressions=terms)
         query.select(exp.alias_(size, GROUP_SIZE_COLUMN), copy=False)
         self.a.state.hidden_columns = [GROUP_SIZE_COLUMN]
+        scenario = self.a.state.ctx.scenario
+        if scenario.query_auditing and scenario.noise is None:
+            sets = sets_column(hidden, aggregates, self._contribution)
+            if sets is not None:
+                query.select(exp.alias_(sets, SETS_COLUMN), copy=False)
+                self.a.state.hidden_columns.append(SETS_COLUMN)
 
     @staticmethod
     def _contribution(call: exp.Expr) -> exp.Expr | None:
@@ -345,3 +358,8 @@ def enforce_min_group(state: State) -> None:
     state.note("enforce_min_group",
                f"threshold added: groups covering fewer than {k} {what} (in the group, or "
                "among the rows an aggregate used) are suppressed and counted")
+    if SETS_COLUMN in state.hidden_columns:
+        state.note("enforce_min_group",
+                   f"query auditing: which {what} each released value covers is recorded "
+                   "(keyed hashes, kept by the gateway); a result that, with an earlier one "
+                   f"of this agreement, would single out fewer than {k} of them is refused")

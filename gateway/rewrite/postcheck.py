@@ -31,6 +31,9 @@ class Released:
     table: pa.Table
     suppressed_groups: int
     truncated: bool
+    # The stripped bookkeeping columns of the released rows (same order): query
+    # auditing reads the entity sets there. Never sent to the user.
+    hidden: pa.Table | None = None
 
 
 def _fail(message: str) -> ExecutionError:
@@ -55,10 +58,14 @@ def postcheck(table: pa.Table, rewritten: Rewritten) -> Released:
         keep = pc.fill_null(pc.greater_equal(sizes, rewritten.k), False)
         suppressed = table.num_rows - pc.sum(keep).as_py() if table.num_rows else 0
         table = table.filter(keep)
-    hidden = [i for i, name in enumerate(names) if name.startswith(RESERVED_PREFIX)]
+    hidden = [table.column_names[i] for i, name in enumerate(names)
+              if name.startswith(RESERVED_PREFIX)]
+    kept = table.select(hidden) if hidden else None
     if hidden:
-        table = table.drop_columns([table.column_names[i] for i in hidden])
+        table = table.drop_columns(hidden)
     truncated = table.num_rows > rewritten.max_rows
     if truncated:
         table = table.slice(0, rewritten.max_rows)
-    return Released(table=table, suppressed_groups=int(suppressed), truncated=truncated)
+        kept = kept.slice(0, rewritten.max_rows) if kept is not None else None
+    return Released(table=table, suppressed_groups=int(suppressed), truncated=truncated,
+                    hidden=kept)

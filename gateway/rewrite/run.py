@@ -50,23 +50,23 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, limit: int) -> pa.Table:
     return pa.Table.from_batches(batches, schema=reader.schema)
 
 
-def execute(
+def fetch(
     rewritten: Rewritten,
     mounts: Sequence[DatasetMount],
     limits: EngineLimits,
-) -> tuple[pa.Table, ExecutionReport]:
-    """Run ``rewritten.sql`` with only the datasets it uses attached; post-check the result."""
+) -> pa.Table:
+    """Run ``rewritten.sql`` with only the datasets it uses attached; the raw result
+    (hidden columns included, nothing suppressed yet)."""
     by_id = {m.dataset_id: m for m in mounts}
     missing = [d for d in rewritten.datasets if d not in by_id]
     if missing:
         raise EngineError(f"datasets not mounted: {', '.join(missing)}",
                           detail="missing mounts")
-    started = time.monotonic()
     con = open_engine([by_id[d] for d in rewritten.datasets], limits)
     try:
         with deadline(con, limits.timeout_ms) as fired:
             try:
-                table = _fetch(con, rewritten.sql, MAX_RAW_ROWS)
+                return _fetch(con, rewritten.sql, MAX_RAW_ROWS)
             except duckdb.Error as exc:
                 if fired.is_set() or isinstance(exc, duckdb.InterruptException):
                     raise StatementTimeout(
@@ -80,6 +80,21 @@ def execute(
                     from None
     finally:
         con.close()
+
+
+def execute(
+    rewritten: Rewritten,
+    mounts: Sequence[DatasetMount],
+    limits: EngineLimits,
+) -> tuple[pa.Table, ExecutionReport]:
+    """Run ``rewritten.sql`` (see ``fetch``), add the noise of a noisy scenario (no budget
+    is charged here: that is the gateway's job), then post-check the result."""
+    started = time.monotonic()
+    table = fetch(rewritten, mounts, limits)
+    if rewritten.noise is not None:
+        from gateway.privacy.noise import apply_noise  # loads OpenDP: only when needed
+
+        table, _ = apply_noise(table, rewritten.noise)
     released = postcheck(table, rewritten)
     elapsed = (time.monotonic() - started) * 1000
     return released.table, ExecutionReport(

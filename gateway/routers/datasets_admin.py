@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 
-from gateway.access.accounts import Principal
 from gateway import lifecycle
+from gateway.access.accounts import Principal
 from gateway.deps import OPERATORS, ServicesDep, require
 from gateway.routers.agreements import Reason, StatusOut
 

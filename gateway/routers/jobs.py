@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from gateway.access.accounts import Principal
 from gateway.deps import PrincipalDep, ServicesDep
-from gateway.errors import Conflict, ExecutionError
+from gateway.errors import PRIVACY_REFUSALS, Conflict, ExecutionError
 from gateway.jobs import spool
 from gateway.jobs.provenance import header_value, provenance
 from gateway.jobs.service import JobService
@@ -68,6 +68,9 @@ class JobOut(BaseModel):
     error: dict[str, str] | None
     result_url: str | None
     provenance: dict[str, Any] | None
+    privacy: dict[str, Any] | None = Field(
+        default=None, description="Aggregate mode: the noise added (Laplace scale per "
+        "column), epsilon charged and left, or the sets query auditing checked.")
 
 
 def _jobs(svc: Services) -> JobService:
@@ -94,7 +97,12 @@ def _job_out(svc: Services, job: Job) -> JobOut:
         error={"code": job.error_code, "message": job.error_message} if job.error_code else None,
         result_url=f"/v1/jobs/{job.id}/result" if done else None,
         provenance=provenance(svc.policies, job, svc.store) if done else None,
+        privacy=_privacy(job),
     )
+
+
+def _privacy(job: Job) -> dict[str, Any] | None:
+    return json.loads(job.privacy) if job.privacy else None
 
 
 def _result(svc: Services, job: Job, format: Formats) -> Response:
@@ -108,7 +116,7 @@ def _result(svc: Services, job: Job, format: Formats) -> Response:
         envelope = {"job": job.id, "status": job.status, "rows_returned": job.rows,
                     "suppressed_groups": job.suppressed_groups,
                     "explanation": json.loads(job.explanation or "[]"),
-                    "provenance": prov}
+                    "provenance": prov, "privacy": _privacy(job)}
         return StreamingResponse(spool.stream_json(path, envelope),
                                  media_type=spool.MEDIA_TYPES["json"])
     body = {"csv": lambda: spool.stream_csv(path), "arrow": lambda: spool.stream_arrow(path),
@@ -135,6 +143,9 @@ def submit(body: JobIn, svc: ServicesDep, who: PrincipalDep) -> Response:
         response = _result(svc, job, body.format)
         response.headers["X-DSB-Job"] = job.id
         return response
+    refusal = PRIVACY_REFUSALS.get(job.error_code) if job.status == "rejected" else None
+    if refusal is not None:  # withheld after running (differencing risk, budget): refused
+        raise refusal(f"{job.error_message} (job {job.id})")
     out = _job_out(svc, job)
     if job.status in ("failed", "cancelled"):
         return JSONResponse(out.model_dump(), status_code=200)

@@ -110,6 +110,7 @@ class Job(Base):
     suppressed_groups: Mapped[int] = mapped_column(Integer, default=0)
     result_sha256: Mapped[str] = mapped_column(String(64), default="")
     receipt: Mapped[str] = mapped_column(Text, default="")  # JSON
+    privacy: Mapped[str] = mapped_column(Text, default="")  # JSON: noise, budget (0008)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                     index=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -24,7 +24,8 @@ def gateway_services(home: str, policy_dir: str) -> Services:
     """One set of gateway services per hub process (store, policies, audit)."""
     global _services
     if _services is None:
-        _services = build_services(Settings(home=home, policy_dir=policy_dir))
+        # The hub never runs a query itself (views come through the gateway's API).
+        _services = build_services(Settings(home=home, policy_dir=policy_dir), run_jobs=False)
     return _services
 
 

@@ -7,7 +7,7 @@
         release(sandbox)                back to the warm pool (or retired if broken)
         stop_agreement(agreement_id)    kill every sandbox of an agreement, now
         list_orphans() / reap_orphans() sandboxes a previous gateway left behind
-    Backend (docker.DockerBackend, process.ProcessBackend)
+    Backend (docker.DockerBackend, swarm.SwarmBackend, process.ProcessBackend)
         start / kill / remove / exit_info / verify_peer / list_sandboxes
 
 A backend only starts and stops isolated processes; everything said over the socket
@@ -36,6 +36,9 @@ LABEL_SANDBOX = "dsb.sandbox"
 LABEL_AGREEMENT = "dsb.agreement"
 LABEL_OWNER = "dsb.owner"
 LABEL_SPEC = "dsb.spec"
+# Notebook containers (started by the hub's spawner, not by a runtime backend).
+LABEL_NOTEBOOK_AGREEMENT = "dsb.notebook.agreement"
+LABEL_NOTEBOOK_USER = "dsb.notebook.user"
 
 
 @dataclass(frozen=True)

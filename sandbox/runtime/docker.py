@@ -14,12 +14,16 @@ What a container gets, and why:
 - logging driver ``none``: an engine error can quote data; it must not land in logs.
 - labels say which agreement and which gateway it belongs to (for stop and reaping);
   secrets never appear in labels, environment or arguments.
+
+A gateway that itself runs in a container (docker-compose.yml) names its files by its
+own mounts; ``hostpaths`` turns them into the host paths the engine binds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ import requests
 from docker.types import LogConfig, Mount, Ulimit
 
 from gateway.errors import RuntimeUnavailable, SandboxFailed
+from sandbox.runtime import hostpaths
 from sandbox.runtime.base import (
     LABEL_AGREEMENT,
     LABEL_OWNER,
@@ -58,6 +63,25 @@ def _gone(exc: docker.errors.APIError) -> bool:
     return exc.status_code in (404, 409)
 
 
+def unless_gone(call: Callable[..., object], *args: object, **kwargs: object) -> None:
+    """An engine call that stops or removes something: "already gone" is success."""
+    try:
+        call(*args, **kwargs)
+    except docker.errors.APIError as exc:
+        if not _gone(exc):
+            raise
+    except NO_ANSWER as exc:
+        raise _no_answer(exc) from None
+
+
+def sandbox_filter(agreement_id: str | None = None) -> dict[str, list[str]]:
+    """Engine filter for the sandboxes (of one agreement), whoever started them."""
+    labels = [f"{LABEL_SANDBOX}=1"]
+    if agreement_id is not None:
+        labels.append(f"{LABEL_AGREEMENT}={agreement_id}")
+    return {"label": labels}
+
+
 def connect(settings: RuntimeSettings, *, timeout_s: float = 30) -> docker.DockerClient:
     """A client for the engine; RuntimeUnavailable with what to do if none answers."""
     try:
@@ -74,31 +98,66 @@ def connect(settings: RuntimeSettings, *, timeout_s: float = 30) -> docker.Docke
     return client
 
 
+def require_image(client: docker.DockerClient, image: str) -> None:
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise RuntimeUnavailable(
+            f"the sandbox image {image} is missing: build it with `images/build sql`"
+            " (offline; needs debootstrap, see scripts/ensure-docker)") from None
+
+
+def check_readable(path: Path, settings: RuntimeSettings) -> None:
+    """A dataset file must be readable by the sandbox's uid (or its extra group)."""
+    st = path.stat()
+    readable = bool(st.st_mode & 0o004) or (
+        settings.sandbox_gid is not None
+        and st.st_gid == settings.sandbox_gid
+        and bool(st.st_mode & 0o040))
+    if not readable:
+        raise SandboxFailed(
+            f"dataset file {path} is not readable by the sandbox user (mode "
+            f"{st.st_mode & 0o777:o}); make it readable by others (it is encrypted) or by "
+            "the group set as DSB_SANDBOX_SANDBOX_GID")
+
+
+def peer_in_container(container_id: str, pid: int, uid: int, settings: RuntimeSettings) -> bool:
+    """True if the socket peer ``pid``/``uid`` (SO_PEERCRED) is the agent of that container.
+
+    The pid is as this process's pid namespace sees it: a gateway in a container must
+    share the host's (compose: ``pid: host``), or every peer reads as pid 0 and fails.
+    """
+    if uid != settings.sandbox_uid or pid <= 0:
+        return False
+    # The peer's cgroup path names its container (cgroupfs and systemd drivers alike).
+    try:
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    return container_id in cgroups
+
+
 class DockerBackend(Backend):
     name = "docker"
 
     def __init__(self, settings: RuntimeSettings, client: docker.DockerClient | None = None):
         self.settings = settings
         self.client = client or connect(settings)
-        try:
-            self.client.images.get(settings.image)
-        except docker.errors.ImageNotFound:
-            raise RuntimeUnavailable(
-                f"the sandbox image {settings.image} is missing: build it with `images/build sql`"
-                " (offline; needs debootstrap, see scripts/ensure-docker)") from None
+        require_image(self.client, settings.image)
+        self.paths = hostpaths.discover(self.client, settings.host_paths)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self, request: StartRequest) -> BackendHandle:
         spec = request.spec
         limits = spec.limits
-        mounts = [Mount(target=SANDBOX_SOCKET_DIR, source=str(request.socket_dir),
+        mounts = [Mount(target=SANDBOX_SOCKET_DIR, source=self.paths.to_host(request.socket_dir),
                         type="bind", read_only=True)]
         for dataset in spec.datasets:
             path = dataset.path.resolve()
-            self._check_readable(path)
-            mounts.append(Mount(target=sandbox_data_path(dataset.dataset_id), source=str(path),
-                                type="bind", read_only=True))
+            check_readable(path, self.settings)
+            mounts.append(Mount(target=sandbox_data_path(dataset.dataset_id),
+                                source=self.paths.to_host(path), type="bind", read_only=True))
         memory = f"{limits.memory_mb + self.settings.agent_memory_mb}m"
         uid = self.settings.sandbox_uid
         options: dict[str, Any] = {
@@ -145,27 +204,8 @@ class DockerBackend(Backend):
             raise _no_answer(exc) from None
         return handle
 
-    def _check_readable(self, path: Path) -> None:
-        st = path.stat()
-        readable = bool(st.st_mode & 0o004) or (
-            self.settings.sandbox_gid is not None
-            and st.st_gid == self.settings.sandbox_gid
-            and bool(st.st_mode & 0o040))
-        if not readable:
-            raise SandboxFailed(
-                f"dataset file {path} is not readable by the sandbox user (mode "
-                f"{st.st_mode & 0o777:o}); make it readable by others (it is encrypted) or by "
-                "the group set as DSB_SANDBOX_SANDBOX_GID")
-
     def verify_peer(self, handle: BackendHandle, pid: int, uid: int) -> bool:
-        if uid != self.settings.sandbox_uid:
-            return False
-        # The peer's cgroup path names its container (cgroupfs and systemd drivers alike).
-        try:
-            cgroups = Path(f"/proc/{pid}/cgroup").read_text()
-        except OSError:
-            return False
-        return handle.ref in cgroups
+        return peer_in_container(handle.ref, pid, uid, self.settings)
 
     def exit_info(self, handle: BackendHandle) -> ExitInfo | None:
         try:
@@ -180,30 +220,15 @@ class DockerBackend(Backend):
                         detail=str(state.get("Error") or ""))
 
     def kill(self, handle: BackendHandle) -> None:
-        try:
-            self.client.api.kill(handle.ref)
-        except docker.errors.APIError as exc:
-            if not _gone(exc):
-                raise
-        except NO_ANSWER as exc:
-            raise _no_answer(exc) from None
+        unless_gone(self.client.api.kill, handle.ref)
 
     def remove(self, handle: BackendHandle) -> None:
-        try:
-            self.client.api.remove_container(handle.ref, force=True)
-        except docker.errors.APIError as exc:
-            if not _gone(exc):
-                raise
-        except NO_ANSWER as exc:
-            raise _no_answer(exc) from None
+        unless_gone(self.client.api.remove_container, handle.ref, force=True)
 
     # -- discovery by label ----------------------------------------------------------
 
     def list_sandboxes(self, *, agreement_id: str | None = None) -> list[SandboxRecord]:
-        labels = [f"{LABEL_SANDBOX}=1"]
-        if agreement_id is not None:
-            labels.append(f"{LABEL_AGREEMENT}={agreement_id}")
-        found = self.client.api.containers(all=True, filters={"label": labels})
+        found = self.client.api.containers(all=True, filters=sandbox_filter(agreement_id))
         records = []
         for c in found:
             c_labels = c.get("Labels") or {}

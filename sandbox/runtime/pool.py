@@ -154,7 +154,7 @@ class WarmPool(SandboxRuntime):
             evicted.append(victim)
 
     def _labels(self, spec: SandboxSpec) -> dict[str, str]:
-        return {LABEL_SANDBOX: "1", LABEL_AGREEMENT: spec.agreement_id,
+        return {**self.settings.labels, LABEL_SANDBOX: "1", LABEL_AGREEMENT: spec.agreement_id,
                 LABEL_OWNER: self.owner, LABEL_SPEC: spec.fingerprint()}
 
     def release(self, sandbox: Sandbox) -> None:

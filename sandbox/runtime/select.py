@@ -16,8 +16,16 @@ INSTALL_HINT = (
 
 
 def select_backend(settings: RuntimeSettings) -> Backend:
-    """The configured backend; with ``auto``, Docker if an engine answers, else bubblewrap."""
+    """The configured backend; with ``auto``, Docker if an engine answers, else bubblewrap.
+
+    ``swarm`` is only ever chosen explicitly (DSB_SANDBOX_RUNTIME=swarm).
+    """
     reasons: list[str] = []
+    if settings.runtime == "swarm":
+        # Never chosen by 'auto': a cluster engine is a deployment decision.
+        from sandbox.runtime.swarm import SwarmBackend
+
+        return SwarmBackend(settings)
     if settings.runtime in ("auto", "docker"):
         try:
             from sandbox.runtime.docker import DockerBackend

