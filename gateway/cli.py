@@ -364,15 +364,35 @@ def users_list() -> None:
 @app.command("serve")
 @reports_errors
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[list[str] | None, typer.Option(
+        help="Address to listen on; repeat it to listen on several (e.g. loopback and "
+             "the notebooks' bridge address).")] = None,
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Run the gateway HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
-    uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers,
-                proxy_headers=False, server_header=False)
+    hosts = host or ["127.0.0.1"]
+    if len(hosts) == 1:
+        uvicorn.run("gateway.asgi:app", host=hosts[0], port=port, workers=workers,
+                    proxy_headers=False, server_header=False)
+        return
+    # uvicorn binds one address; several sockets go through its server directly, so the
+    # gateway is not exposed on every interface just to reach one more.
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("gateway.asgi:app", port=port, workers=workers,
+                            proxy_headers=False, server_header=False)
+    sockets = []
+    for address in hosts:
+        config.host = address
+        sockets.append(config.bind_socket())
+    server = uvicorn.Server(config)
+    if workers > 1:
+        Multiprocess(config, sockets=sockets).run()
+    else:
+        server.run(sockets=sockets)
 
 
 @app.command("query")

@@ -101,7 +101,7 @@ class AgreementSpawner(DockerSpawner):  # type: ignore[misc]
             # "500: Unhandled error", which says nothing about the agreement. The hub
             # replaces the error's reason, but shows ``jupyterhub_message`` as is.
             error = web.HTTPError(403, "%s", str(exc))
-            error.jupyterhub_message = str(exc)
+            error.jupyterhub_message = str(exc)  # type: ignore[attr-defined]
             raise error from exc
         self.agreement = found
         self.cpu_limit = found.cpus
