@@ -70,6 +70,7 @@ def login_to_lab(page: Page, stack: LocalStack) -> float:
     page.click("#login_submit")
     page.goto(f"{stack.hub_url}/hub/spawn/lin/{SERVER}")
     page.wait_for_url(re.compile(rf".*/user/lin/{SERVER}/lab.*"), timeout=120_000)
+    print(f"  lab page after {time.monotonic() - started:.2f} s", file=sys.stderr)
     page.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=60_000)
     page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).first.wait_for(
         timeout=60_000)
@@ -90,12 +91,18 @@ def stop_server(page: Page, stack: LocalStack) -> None:
 
 
 def run_cell(page: Page, code: str) -> str:
-    cell = page.locator(".jp-Notebook .jp-Cell").last
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    # Pinned by index: running the cell appends a new empty one, which ``.last`` would follow.
+    cell = cells.nth(cells.count() - 1)
     cell.locator(".cm-content").click()
     page.keyboard.insert_text(code)
     page.keyboard.press("Shift+Enter")
     output = cell.locator(".jp-OutputArea-output").first
-    output.wait_for(timeout=300_000)
+    try:
+        output.wait_for(timeout=120_000)
+    except Exception:
+        page.screenshot(path="/tmp/nb-bench-failure.png")
+        raise
     return output.inner_text()
 
 
@@ -132,16 +139,18 @@ def main() -> None:
                 spawns.append(login_to_lab(page, stack))
                 print(f"spawn {attempt + 1}: {spawns[-1]:.2f} s", file=sys.stderr)
                 if attempt == args.spawns - 1:
+                    # One line: the editor's auto-indent would reshape a loop body.
                     cell = run_cell(page, (
-                        "import time, statistics\nfrom sandbox import sql\nts = []\n"
-                        f"for _ in range({args.queries + 3}):\n"
-                        "    t = time.perf_counter()\n"
-                        f"    sql({STATEMENT!r})\n"
-                        "    ts.append(time.perf_counter() - t)\n"
-                        "print('RT', statistics.median(ts[3:]) * 1000)\n"))
+                        "import time, statistics; from sandbox import sql; "
+                        "ts = [(lambda t: (sql(" + repr(STATEMENT) + "), "
+                        "time.perf_counter() - t)[1])(time.perf_counter()) "
+                        f"for _ in range({args.queries + 3})]; "
+                        "print('RT', statistics.median(ts[3:]) * 1000)"))
                 stop_server(page, stack)
                 page.context.close()
             api_ms = api_round_trip_ms(stack, args.queries)
+            hub_log = (home / "logs" / "hub.log").read_text()
+            views = [float(v) for v in re.findall(r"views for \S+ ready in ([0-9.]+) s", hub_log)]
             browser.close()
     found = re.search(r"RT ([0-9.]+)", cell)
     notebook_ms = float(found.group(1)) if found else float("nan")
@@ -150,6 +159,9 @@ def main() -> None:
     print(f"  all spawns: {', '.join(f'{s:.2f}' for s in spawns)} s; "
           f"bare JupyterLab container p50 {bare_p50:.2f} s; "
           f"ratio first/bare {spawns[0] / bare_p50:.2f}")
+    if views:
+        print(f"  of which the scenario's views (made by the gateway): "
+              f"{', '.join(f'{v:.2f}' for v in views)} s")
     print(f"sandbox.sql round trip p50: {notebook_ms:.1f} ms in a notebook cell; "
           f"host -> gateway API {api_ms:.1f} ms; ratio {notebook_ms / api_ms:.2f}")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,10 @@ class AgreementSpawner(DockerSpawner):  # type: ignore[misc]
         current_env: dict[str, str] = dict(self.environment)  # type: ignore[has-type]
         self.environment = {**current_env, "DSB_GATEWAY_URL": self.gateway_url,
                             "DSB_TOKEN": token, "DSB_AGREEMENT": found.id}
+        views_started = time.monotonic()
         self.volumes = await asyncio.to_thread(self._mount_views, found, token)
+        self.log.info("views for %s/%s ready in %.2f s", self.user.name, found.id,
+                      time.monotonic() - views_started)
         # Labels say which agreement a notebook container serves (operators, tests,
         # and a supervisor's `docker ps --filter label=dsb.notebook.agreement=...`).
         self.extra_create_kwargs = {
