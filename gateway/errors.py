@@ -129,9 +129,17 @@ class DifferencingRisk(PrivacyRefusal):
     code = "differencing_risk"
 
 
+class ResultWithheld(PrivacyRefusal):
+    """The post-check found what the scenario forbids in a result (a column, an internal
+    value, a group below k): refused like the guard's refusals, not a server fault,
+    although it also means a rule before it let the statement through."""
+
+    code = "postcheck_failed"
+
+
 # Refusals a finished job can carry, to raise them again from its stored code.
 PRIVACY_REFUSALS: dict[str, type[PrivacyRefusal]] = {
-    cls.code: cls for cls in (BudgetExhausted, DifferencingRisk)
+    cls.code: cls for cls in (BudgetExhausted, DifferencingRisk, ResultWithheld)
 }
 
 

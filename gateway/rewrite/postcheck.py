@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gateway.errors import ExecutionError
+from gateway.errors import ResultWithheld
 from gateway.policy.models import Mode
 from gateway.rewrite.context import GROUP_SIZE_COLUMN, RESERVED_PREFIX, Rewritten
 
@@ -36,9 +36,8 @@ class Released:
     hidden: pa.Table | None = None
 
 
-def _fail(message: str) -> ExecutionError:
-    return ExecutionError(f"result withheld by the post-check: {message}",
-                          code="postcheck_failed")
+def _fail(message: str) -> ResultWithheld:
+    return ResultWithheld(f"result withheld by the post-check: {message}")
 
 
 def postcheck(table: pa.Table, rewritten: Rewritten) -> Released:

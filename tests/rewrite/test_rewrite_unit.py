@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from rewrite_support import SALT
 
-from gateway.errors import DsbError, ExecutionError, QueryRejected
+from gateway.errors import DsbError, QueryRejected, ResultWithheld
 from gateway.policy.models import Mode
 from gateway.rewrite import RULES, Change, RewriteContext, Rewritten, rewrite
 from gateway.rewrite.postcheck import postcheck
@@ -97,12 +97,14 @@ def test_postcheck_suppresses_small_groups_and_strips_hidden() -> None:
 
 
 def test_postcheck_fails_closed() -> None:
-    with pytest.raises(ExecutionError, match="group sizes"):
+    with pytest.raises(ResultWithheld, match="group sizes"):
         postcheck(pa.table({"d": ["a"]}), _rewritten(Mode.aggregate))
-    with pytest.raises(ExecutionError, match="not allowed"):
+    with pytest.raises(ResultWithheld, match="not allowed"):
         postcheck(pa.table({"NAME": ["x"]}), _rewritten(Mode.records))
-    with pytest.raises(ExecutionError, match="internal"):
+    with pytest.raises(ResultWithheld, match="internal") as caught:
         postcheck(pa.table({"__dsb_e1": [1]}), _rewritten(Mode.records))
+    # A refusal with a stable code, not a server error.
+    assert (caught.value.code, caught.value.http_status) == ("postcheck_failed", 403)
 
 
 def test_postcheck_caps_rows() -> None:
