@@ -286,6 +286,28 @@ def test_suspension_stops_the_server_and_a_new_start_is_refused(hub: dict[str, s
         act("resume")
 
 
+def test_aggregate_server_gets_no_data_but_queries_through_the_gateway(
+        hub: dict[str, str], lab: object) -> None:
+    page = lab
+    agreement = "agr-lin-flights-aggregate"
+    page.goto(f"{hub['url']}/hub/spawn/lin/{agreement}")
+    page.wait_for_url(re.compile(rf".*/user/lin/{agreement}/lab.*"), timeout=90_000)
+    page.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=60_000)
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).first.wait_for(timeout=60_000)
+    out = _run_cell(page, (
+        "import os\nfrom sandbox import sql\n"
+        "print('data', sorted(os.listdir('/data')) if os.path.isdir('/data') else 'absent')\n"
+        "print('origins', len(sql('SELECT origin, count(*) AS n FROM flights GROUP BY origin')))\n"
+        ), 0)
+    page.screenshot(path=str(SHOTS / "notebook-aggregate.png"))
+    assert "data []" in out or "data absent" in out, out
+    assert "origins 3" in out, out
+    engine = docker.from_env()
+    (container,) = engine.containers.list(filters={"label": f"dsb.notebook.agreement={agreement}"})
+    assert not [m for m in container.attrs["Mounts"] if m.get("Destination") == "/data"]
+
+
 @pytest.mark.parametrize(("user", "path", "why"), [
     ("wang", None, "role supervisor does not get notebooks"),
     ("acme-analyst", "agr-acme-flights-records", "does not allow the notebook channel"),
@@ -303,7 +325,11 @@ def test_refused_users_cannot_start_a_server(hub: dict[str, str], browser: objec
     assert why in page.content()
     page.screenshot(path=str(SHOTS / f"notebook-refused-{user}.png"))
     engine = docker.from_env()
-    assert not engine.containers.list(filters={"label": f"dsb.notebook.user={user}"})
+    started = engine.containers.list(filters={"label": f"dsb.notebook.user={user}"})
+    assert path is None or not [c for c in started
+                                if c.labels.get("dsb.notebook.agreement") == path]
+    if path is None:  # refused at login: no server of theirs at all
+        assert not started
     context.close()
 
 
