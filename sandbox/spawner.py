@@ -134,7 +134,24 @@ class AgreementSpawner(DockerSpawner):  # type: ignore[misc]
         self._svc().record("sandbox_spawned", None, agreement_id=found.id, details={
             "kind": "notebook", "user": self.user.name, "server": self.name or "",
             "mode": found.mode})
-        return await super().start()
+        address = await super().start()
+        if isinstance(address, tuple):
+            await self._wait_listening(*address)
+        return address
+
+    async def _wait_listening(self, ip: str, port: int) -> None:
+        """The hub checks a new server with a backoff that oversleeps by a second or so;
+        knocking every 50 ms here hands it a server that answers at its first try."""
+        deadline = time.monotonic() + self.http_timeout
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(ip, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
 
     def _view_dir(self) -> Path:
         return Path(self.views_dir) / f"{self.user.name}--{self.name or 'default'}"
