@@ -36,7 +36,7 @@ def run(workers: int, seconds: float, clients: int) -> tuple[float, int, int]:
             env = installation(Path(tmp), server.url, queries_per_day=10_000_000)
             gateway = Gateway(env, workers=workers).start(Path(tmp) / "gateway.log")
             try:
-                token = tokens(env)["DSB_TOKEN_ACME_ANALYST"]
+                token = tokens(env)["acme-analyst"]
                 answered = _load(gateway.url, token, seconds, clients)
             finally:
                 gateway.stop()

@@ -68,6 +68,15 @@ def tokens_file(settings: Settings) -> Path:
     return settings.home / "demo-tokens.env"
 
 
+def read_tokens(home: Path) -> dict[str, str]:
+    """The demo tokens in ``home`` by user id (``lin``, ``acme-analyst``, ...)."""
+    found = {}
+    for line in (home / "demo-tokens.env").read_text().split():
+        name, _, token = line.partition("=")
+        found[name.removeprefix("DSB_TOKEN_").lower().replace("_", "-")] = token
+    return found
+
+
 def _demo_users(settings: Settings, store: Store) -> Iterator[str]:
     """Demo accounts with one token each, kept in DSB_HOME/demo-tokens.env (mode 0600)."""
     from gateway.access.accounts import Role, add_user, issue_token

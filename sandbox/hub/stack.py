@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.demo import read_tokens
 from sandbox.runtime.base import LABEL_NOTEBOOK_AGREEMENT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,12 +79,8 @@ def local_stack(home: Path, policy_dir: Path) -> Iterator[LocalStack]:
     try:
         wait_http(f"http://127.0.0.1:{gw_port}/healthz")
         wait_http(f"http://127.0.0.1:{hub_port}/hub/login")
-        tokens = {}
-        for line in (home / "demo-tokens.env").read_text().split():
-            name, _, token = line.partition("=")
-            tokens[name.removeprefix("DSB_TOKEN_").lower().replace("_", "-")] = token
         yield LocalStack(f"http://127.0.0.1:{hub_port}", f"http://127.0.0.1:{gw_port}",
-                         gw_port, home, tokens)
+                         gw_port, home, read_tokens(home))
     finally:
         for process in (hub, gateway):
             process.terminate()

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from gateway.access.accounts import Role, add_user, issue_token
 from gateway.app import create_app
-from gateway.demo import init_demo, tokens_file
+from gateway.demo import init_demo, read_tokens
 from gateway.policy.models import Agreement, Holder
 from gateway.policy.signing import generate_keypair, load_private_key, sign
 from gateway.services import Services, build_services
@@ -36,10 +36,7 @@ def services(demo_settings: Settings) -> Iterator[Services]:
 @pytest.fixture(scope="session")
 def tokens(services: Services, demo_settings: Settings) -> dict[str, str]:
     """One token per demo user, plus ``rival`` (an enterprise holding no agreement)."""
-    found = {}
-    for line in tokens_file(demo_settings).read_text().splitlines():
-        name, _, token = line.partition("=")
-        found[name.removeprefix("DSB_TOKEN_").lower().replace("_", "-")] = token
+    found = read_tokens(demo_settings.home)
     add_user(services.store, "rival", Role.enterprise, organisation="Rival Freight")
     found["rival"] = issue_token(services.store, "rival")
     return found

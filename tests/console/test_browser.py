@@ -77,6 +77,15 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def act_on_row(page, row: str, action: str, reason: str, status: str) -> None:  # type: ignore[no-untyped-def]
+    """Submit a row's lifecycle form (with its reason) and check the status it shows."""
+    form = page.locator(f"{row} form.act-{action}")
+    form.locator("input[name=reason]").fill(f"{action}: {reason}")
+    form.locator("button").click()
+    page.wait_for_load_state()
+    assert page.inner_text(f"{row} .status") == status
+
+
 def h1(page) -> str:  # type: ignore[no-untyped-def]
     return page.inner_text("h1")
 
@@ -209,11 +218,7 @@ def test_supervisor_records_and_publishes_misuse_and_suspends_an_agreement(
     shot(page, f"misuse-{lang}")
     page.goto(base_url + "/console/agreements")
     for action, status in (("suspend", "suspended"), ("resume", "active")):
-        form = page.locator(f"#agr-agr-acme-flights-records form.act-{action}")
-        form.locator("input[name=reason]").fill(f"{action}: review of misuse")
-        form.locator("button").click()
-        page.wait_for_load_state()
-        assert page.inner_text("#agr-agr-acme-flights-records .status") == status
+        act_on_row(page, "#agr-agr-acme-flights-records", action, "review of misuse", status)
         shot(page, f"agreement-{action}-{lang}")
     page.context.close()
 
@@ -224,11 +229,7 @@ def test_provider_suspends_and_resumes_a_dataset(browser, base_url: str,
     page = open_as(browser, base_url, tokens["provider-office"], lang)
     page.goto(base_url + "/console/datasets")
     for action, status in (("suspend", "suspended"), ("resume", "available")):
-        form = page.locator(f"#ds-weather form.act-{action}")
-        form.locator("input[name=reason]").fill(f"{action}: source under review")
-        form.locator("button").click()
-        page.wait_for_load_state()
-        assert page.inner_text("#ds-weather .status") == status
+        act_on_row(page, "#ds-weather", action, "source under review", status)
     shot(page, f"datasets-{lang}")
     page.context.close()
 

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from pg_support import free_port  # noqa: E402
 
+from gateway.demo import read_tokens  # noqa: E402
+
 AGREEMENT = "agr-acme-flights-aggregate"
 SQL = "SELECT carrier, count(*) AS flights, avg(arr_delay) AS delay FROM flights GROUP BY carrier"
 
@@ -43,9 +45,8 @@ def installation(root: Path, database_url: str, queries_per_day: int = 100_000) 
 
 
 def tokens(env: dict[str, str]) -> dict[str, str]:
-    lines = (Path(env["DSB_HOME"]) / "demo-tokens.env").read_text().splitlines()
-    pairs = (line.removeprefix("export ").split("=", 1) for line in lines if "=" in line)
-    return {k.strip(): v.strip().strip("'\"") for k, v in pairs}
+    """The demo tokens of the installation in ``env``, by user id."""
+    return read_tokens(Path(env["DSB_HOME"]))
 
 
 @dataclass

@@ -98,7 +98,7 @@ def test_four_workers_2000_queries_with_postgres_restart(pg: TempPostgres, tmp_p
     env = installation(tmp_path, pg.url)
     gateway = Gateway(env, workers=4).start(tmp_path / "gateway.log")
     try:
-        load = Load(gateway.url, tokens(env)["DSB_TOKEN_ACME_ANALYST"])
+        load = Load(gateway.url, tokens(env)["acme-analyst"])
         load.client_loop(CLIENTS)  # warm the sandbox pool of each worker a little
         started = time.monotonic()
 

@@ -18,7 +18,7 @@ def test_any_gateway_serves_any_job(pg: TempPostgres, tmp_path: Path) -> None:
     env = installation(tmp_path, pg.url)
     first = Gateway(env, workers=1).start(tmp_path / "first.log")
     second = Gateway(env, workers=1).start(tmp_path / "second.log")
-    headers = {"Authorization": f"Bearer {tokens(env)['DSB_TOKEN_ACME_ANALYST']}"}
+    headers = {"Authorization": f"Bearer {tokens(env)['acme-analyst']}"}
     try:
         with httpx.Client(base_url=first.url, headers=headers, timeout=60) as a, \
              httpx.Client(base_url=second.url, headers=headers, timeout=60) as b:
