@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="Append-only file of signed audit checkpoints (default: <home>/audit/"
         "checkpoints.jsonl); keep it on other storage than the database.",
     )
+    max_nesting_depth: int = Field(
+        default=64, ge=8, le=100,
+        description="Levels of parentheses, brackets and CASE a submitted statement may nest "
+        "(default: gateway.rewrite.context.MAX_NESTING_DEPTH); deeper ones are refused with "
+        "too_complex. Above 100 the parser itself runs out of stack.",
+    )
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

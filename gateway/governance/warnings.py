@@ -137,6 +137,13 @@ def shape(sql: str) -> tuple[str, tuple[str, ...], tuple[bool, ...]] | None:
     ('SELECT AVG(income) FROM residents WHERE age >= ?', ('41',))
     """
     try:
+        return _shape(sql)
+    except RecursionError:  # nested too deep to parse or print: refused as too_complex
+        return None
+
+
+def _shape(sql: str) -> tuple[str, tuple[str, ...], tuple[bool, ...]] | None:
+    try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.SqlglotError:
         return None

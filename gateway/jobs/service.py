@@ -32,7 +32,7 @@ from gateway.jobs import spool
 from gateway.policy.models import Channel, Mode
 from gateway.privacy.guard import PrivacyGuard, Release, cache_key
 from gateway.rewrite import RewriteContext, Rewritten, rewrite
-from gateway.rewrite.postcheck import postcheck
+from gateway.rewrite.postcheck import Allowance, postcheck
 from gateway.store.db import connection_lost
 from gateway.store.models import DatasetVersion, Job, utcnow
 from sandbox.runtime.base import SandboxLimits, SandboxSpec
@@ -76,6 +76,7 @@ class JobService:
             scenario=scenario,
             datasets={d: self.svc.policies.dataset(d) for d in scenario.datasets},
             salt=derive_salt(self.svc.settings, usable.agreement.id),
+            max_nesting_depth=self.svc.settings.max_nesting_depth,
         )
         return usable, ctx
 
@@ -296,7 +297,8 @@ class JobService:
 
     @staticmethod
     def _checked_stream(result: Any, rewritten: Rewritten) -> tuple[Any, pa.Schema]:
-        """Post-check each batch as it arrives and keep the row cap across batches."""
+        """Post-check each batch as it arrives; one allowance keeps the row and cell caps
+        across batches (the head's check only gives the schema, or withholds early)."""
         first = next(iter(result), None)
         if first is None:
             empty = postcheck(pa.Table.from_batches([], result.schema), rewritten).table
@@ -304,12 +306,11 @@ class JobService:
         head = postcheck(pa.Table.from_batches([first]), rewritten).table
 
         def rest() -> Any:
-            left = rewritten.max_rows
+            allowance = Allowance.of(rewritten)
             for batch in _chain([first], result):
-                checked = postcheck(pa.Table.from_batches([batch]), rewritten).table
-                yield from checked.slice(0, left).to_batches()
-                left -= min(left, checked.num_rows)
-                if left <= 0:
+                checked = postcheck(pa.Table.from_batches([batch]), rewritten, allowance)
+                yield from checked.table.to_batches()
+                if checked.truncated or allowance.spent:
                     return
 
         return rest(), head.schema

@@ -211,6 +211,8 @@ def describe(measure: str) -> str:
         return "row counts"
     if measure.startswith("distinct "):
         return f"distinct counts of {measure.removeprefix('distinct ')}"
+    if measure.startswith("order "):
+        return f"order statistics of {measure.removeprefix('order ')}"
     return f"aggregates of {measure}"
 
 

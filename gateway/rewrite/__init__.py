@@ -27,6 +27,7 @@ from gateway.rewrite.bound_contributions import bound_contributions
 from gateway.rewrite.cap_rows import cap_rows
 from gateway.rewrite.check_functions import check_functions
 from gateway.rewrite.check_syntax import check_syntax
+from gateway.rewrite.compile_aggregate import compile_aggregate
 from gateway.rewrite.context import (
     REDACTED,
     SETS_COLUMN,
@@ -39,7 +40,8 @@ from gateway.rewrite.enforce_min_group import enforce_min_group
 from gateway.rewrite.guard_isolation import guard_isolation
 from gateway.rewrite.inject_row_filters import inject_row_filters
 from gateway.rewrite.mount_sources import mount_sources
-from gateway.rewrite.parse_statement import parse_statement
+from gateway.rewrite.name_outputs import name_outputs
+from gateway.rewrite.parse_statement import parse_statement, too_complex
 from gateway.rewrite.resolve_tables import resolve_tables
 from gateway.rewrite.restrict_columns import restrict_columns
 from gateway.rewrite.soften_errors import soften_errors
@@ -55,6 +57,7 @@ RULES: tuple[Rule, ...] = (
     resolve_tables,
     check_functions,
     restrict_columns,
+    compile_aggregate,
     guard_isolation,
     enforce_min_group,
     bound_contributions,
@@ -81,9 +84,14 @@ def _redacted(sql: str, salt: str) -> str:
 def rewrite(sql: str, ctx: RewriteContext) -> Rewritten:
     """Rewrite ``sql`` to what ``ctx.scenario`` allows, or raise ``QueryRejected``."""
     state = State(sql=sql, ctx=ctx)
-    for rule in RULES:
-        rule(state)
-    executable = _generate(state.query)
+    try:
+        for rule in RULES:
+            rule(state)
+        # Last: the result's names are the user's, whatever the rules made of the text.
+        name_outputs(state)
+        executable = _generate(state.query)
+    except RecursionError:  # whatever the depth checks let through: a refusal, not a 500
+        raise too_complex("the statement nests too deep to be analysed") from None
     display = _redacted(executable, ctx.salt)
     if ctx.salt in display:  # fail closed: the salt must never reach a user
         raise DsbError("could not redact the mask salt from the displayed SQL",
@@ -99,10 +107,12 @@ def rewrite(sql: str, ctx: RewriteContext) -> Rewritten:
         mode=scenario.mode,
         k=scenario.k,
         max_rows=scenario.limits.max_rows,
+        result_cells=scenario.limits.result_cells,
         hidden_columns=tuple(state.hidden_columns),
         allowed_columns=frozenset(allowed),
         forbidden_columns=frozenset(every - allowed),
         key_columns=tuple(state.key_columns),
         audited=SETS_COLUMN in state.hidden_columns,
         noise=state.noise,
+        form=state.form,
     )

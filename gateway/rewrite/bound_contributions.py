@@ -31,6 +31,7 @@ from gateway.policy.models import Mode, Noise
 from gateway.privacy.plan import NoisePlan, NoisyOutput, Ordering, Statistic
 from gateway.rewrite.allowlists import function_name, is_aggregate_call
 from gateway.rewrite.context import GROUP_SIZE_COLUMN, State, reject, snippet
+from gateway.rewrite.name_outputs import output_name
 
 CODE = "noise_unsupported"
 INNER = "__dsb_b"
@@ -226,7 +227,7 @@ def bound_contributions(state: State) -> None:
         return  # no noise, or only reference data (about no one): nothing to bound
     query = _check_shape(state)
     projections = [p for p in query.expressions if p.alias_or_name != GROUP_SIZE_COLUMN]
-    names = [p.alias_or_name or p.sql(dialect="duckdb") for p in projections]
+    names = [output_name(state, i, p) for i, p in enumerate(projections)]
     order_by, limit = _ordering(query, projections, names), _limit(query)
     keys = _group_keys(query, projections)
     outer = _Outer(state, noise, query)

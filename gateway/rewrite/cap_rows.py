@@ -16,6 +16,8 @@ from sqlglot import exp
 from gateway.policy.models import Mode
 from gateway.rewrite.context import State
 
+CAPPED = "__dsb_capped"  # alias of the user's query when the cap wraps it
+
 
 def _literal_limit(limit: exp.Expr) -> int | None:
     if type(limit) is not exp.Limit or limit.args.get("limit_options") or limit.args.get("offset"):
@@ -37,7 +39,7 @@ def cap(query: exp.Query, ceiling: int) -> exp.Query:
             limit.set("expression", exp.Literal.number(ceiling))
         return query
     # Percentages, FETCH, expressions: keep the user's clause, cap around it.
-    alias = exp.TableAlias(this=exp.to_identifier("__dsb_capped"))
+    alias = exp.TableAlias(this=exp.to_identifier(CAPPED))
     return exp.select("*").from_(exp.Subquery(this=query, alias=alias)).limit(ceiling)
 
 

@@ -9,6 +9,7 @@ publish``) and masks with the salt of ``--agreement`` (or a local one per scenar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from enum import StrEnum
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from gateway.cli_errors import reports_errors
 from gateway.rewrite import RewriteContext, Rewritten, rewrite
+from gateway.rewrite.compile_aggregate import describe_form
 from gateway.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Rewrite and run SQL locally under a scenario.")
@@ -41,7 +43,8 @@ def _context(settings: Settings, scenario_id: str, salt: str) -> RewriteContext:
     policies = load_policies(settings.policy_dir, trusted_keys_dir=settings.trusted_keys,
                              require_signatures=False)
     scenario = policies.scenario(scenario_id)
-    return RewriteContext(scenario, {d: policies.dataset(d) for d in scenario.datasets}, salt)
+    return RewriteContext(scenario, {d: policies.dataset(d) for d in scenario.datasets}, salt,
+                          max_nesting_depth=settings.max_nesting_depth)
 
 
 def _print_explanation(rewritten: Rewritten) -> None:
@@ -63,10 +66,15 @@ def explain(sql: SqlArg, scenario: ScenarioOpt,
             "sql": rewritten.display_sql, "mode": rewritten.mode.value,
             "datasets": list(rewritten.datasets),
             "explanation": [{"rule": c.rule, "message": c.message} for c in rewritten.explanation],
+            "compiled": dataclasses.asdict(rewritten.form) if rewritten.form else None,
         }))
         return
     out.print(rewritten.display_sql, markup=False, highlight=False)
     _print_explanation(rewritten)
+    if rewritten.form is not None:
+        out.print("\ncompiled (what each released value is computed from):", markup=False)
+        for line in describe_form(rewritten.form, "  "):
+            out.print(line, markup=False, highlight=False)
 
 
 @app.command("run")

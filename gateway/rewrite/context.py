@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
 from gateway.errors import QueryRejected
-from gateway.policy.models import Dataset, Mode, Scenario
+from gateway.policy.models import Dataset, Limits, Mode, Scenario
 from gateway.privacy.plan import NoisePlan
+
+if TYPE_CHECKING:
+    from gateway.rewrite.compile_aggregate import AggregateForm
 
 # Every name the rewriter invents starts with this; users may not write it anywhere.
 RESERVED_PREFIX = "__dsb"
@@ -26,6 +30,11 @@ GROUP_SIZE_COLUMN = "__dsb_n"
 SETS_COLUMN = "__dsb_sets"
 MIN_SALT_CHARS = 16
 REDACTED = "<salt>"
+# Levels of parentheses, brackets, braces and CASE a statement may nest (the parser and
+# every rule recurse per level); DSB_MAX_NESTING_DEPTH overrides it per installation.
+MAX_NESTING_DEPTH = 64
+# What a scenario that sets no ``limits.result_cells`` allows (cells of one result).
+DEFAULT_RESULT_CELLS: int = Limits().result_cells
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class RewriteContext:
     scenario: Scenario
     datasets: Mapping[str, Dataset]
     salt: str
+    # Statements nesting deeper than this many levels are refused (``too_complex``).
+    max_nesting_depth: int = MAX_NESTING_DEPTH
 
     def __post_init__(self) -> None:
         # A short salt could also occur in innocent text, and redaction would miss it.
@@ -72,6 +83,8 @@ class Rewritten:
     mode: Mode
     k: int | None
     max_rows: int
+    # Cells the released result may hold (nested values counted element by element).
+    result_cells: int = DEFAULT_RESULT_CELLS
     hidden_columns: tuple[str, ...] = ()
     allowed_columns: frozenset[str] = frozenset()
     forbidden_columns: frozenset[str] = frozenset()
@@ -81,6 +94,8 @@ class Rewritten:
     audited: bool = False
     # Set in a scenario with noise: how the released columns are made noisy.
     noise: NoisePlan | None = None
+    # Aggregate mode: what each released value is computed from (``dsb sql explain``).
+    form: AggregateForm | None = None
 
 
 @dataclass
@@ -107,6 +122,11 @@ class State:
     entity_columns: list[tuple[str, str]] = field(default_factory=list)
     key_columns: list[str] = field(default_factory=list)
     noise: NoisePlan | None = None
+    # Aggregate mode: the compiled form of the query (``compile_aggregate``).
+    form: AggregateForm | None = None
+    # The outer query's output names, fixed from the user's text right after parsing
+    # (``name_outputs``); None where a star or COLUMNS(...) expands to view columns.
+    output_names: list[str | None] = field(default_factory=list)
     counter: int = 0
 
     def note(self, rule: str, message: str) -> None:

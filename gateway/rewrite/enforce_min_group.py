@@ -30,6 +30,7 @@ from sqlglot import exp
 
 from gateway.policy.models import Mode
 from gateway.rewrite.allowlists import is_aggregate_call
+from gateway.rewrite.compile_aggregate import INNER
 from gateway.rewrite.context import (
     GROUP_SIZE_COLUMN,
     SETS_COLUMN,
@@ -43,6 +44,15 @@ from gateway.rewrite.entity_sets import sets_column
 from gateway.rewrite.guard_isolation import branch_conditions
 
 Hidden = list[tuple[str, str]]  # (source alias, hidden column name)
+# Aggregates whose value every non-zero row moves (the rest only by being non-NULL).
+NUMERIC: tuple[type[exp.Expr], ...] = (
+    exp.Sum, exp.Avg, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance,
+    exp.VariancePop, exp.Corr, exp.CovarPop, exp.CovarSamp, exp.RegrSlope, exp.RegrIntercept,
+    exp.RegrR2, exp.Skewness, exp.Kurtosis,
+)
+NUMERIC_ANONYMOUS = frozenset({"mean", "favg", "fsum", "sumkahan"})
+# What an inner aggregate query passes up to the outer level.
+LEVEL_COLUMNS = (GROUP_SIZE_COLUMN, SETS_COLUMN)
 
 
 @dataclass
@@ -99,7 +109,7 @@ class Analyser:
         hidden = self._sources(query)
         state = self.a.state
         if not state.key_columns and not state.entity_columns:  # the first (outer) select
-            state.entity_columns = list(hidden)
+            state.entity_columns = [(a, c) for a, c in hidden if c not in LEVEL_COLUMNS]
             state.key_columns = [p.alias_or_name for p in query.expressions
                                  if not any(is_aggregate_call(n) for n in p.find_all(exp.Func))]
         self._append_group_size(query, hidden, aggregates)
@@ -156,7 +166,27 @@ class Analyser:
                              "aggregate mode releases only aggregates", projection)
 
     def _append_group_size(self, query: exp.Select, hidden: Hidden,
-                           aggregates: list[exp.Expr]) -> None:
+                           aggregates: list[exp.Expr]) -> exp.Expr:
+        """Append the hidden group size (and entity sets); return the size expression.
+
+        HAVING and ORDER BY ... LIMIT act on exact values inside the engine, before the
+        post-check: a group below ``k`` dropped by HAVING, or pushed out by LIMIT, would
+        say something about its values through the count of suppressed groups. Small
+        groups are therefore kept past HAVING and sorted after the others."""
+        groups = [(a, c) for a, c in hidden if c in LEVEL_COLUMNS]
+        size = self._append_over_groups(query, hidden, groups) if groups \
+            else self._append_entity_counts(query, hidden, aggregates)
+        small = exp.LT(this=size.copy(), expression=exp.Literal.number(
+            self.a.state.ctx.scenario.k))
+        having = query.args.get("having")
+        if having is not None:
+            query.set("having", exp.Having(this=exp.or_(exp.Paren(this=having.this),
+                                                        small.copy())))
+        _small_last(query, small)
+        return size
+
+    def _append_entity_counts(self, query: exp.Select, hidden: Hidden,
+                              aggregates: list[exp.Expr]) -> exp.Expr:
         counts: dict[str, exp.Expr] = {}
 
         def entity_counts(condition: exp.Expr | None) -> list[exp.Expr]:
@@ -177,8 +207,8 @@ class Analyser:
             counts[count.sql()] = count
         for call in aggregates:
             condition = self._contribution(call)
-            if condition is not None:
-                for count in entity_counts(condition):
+            for rows in (condition, self._moving(call)):
+                for count in entity_counts(rows) if rows is not None else []:
                     counts.setdefault(count.sql(), count)
             # Each CASE/IF branch inside the aggregate must itself cover k entities, or
             # padding (ELSE 0) would hide a one-person branch inside a big group.
@@ -194,25 +224,48 @@ class Analyser:
         self.a.state.hidden_columns = [GROUP_SIZE_COLUMN]
         scenario = self.a.state.ctx.scenario
         if scenario.query_auditing and scenario.noise is None:
-            sets = sets_column(hidden, aggregates, self._contribution)
+            sets = sets_column(hidden, aggregates, self._contribution, self._moving)
             if sets is not None:
                 query.select(exp.alias_(sets, SETS_COLUMN), copy=False)
                 self.a.state.hidden_columns.append(SETS_COLUMN)
+        return size
+
+    def _append_over_groups(self, query: exp.Select, hidden: Hidden, groups: Hidden) -> exp.Expr:
+        """Outer level of a two-level query: each group it reads covers k entities."""
+        if len(groups) != len(hidden):
+            raise reject("not_analyzable", "an inner aggregate query may be joined only with "
+                         f"reference data in aggregate mode ({snippet(query)})", query)
+        sizes: list[exp.Expr] = [exp.Min(this=exp.column(c, table=a)) for a, c in groups
+                                 if c == GROUP_SIZE_COLUMN]
+        size = sizes[0] if len(sizes) == 1 else exp.Anonymous(this="least", expressions=sizes)
+        query.select(exp.alias_(size, GROUP_SIZE_COLUMN), copy=False)
+        self.a.state.hidden_columns = [GROUP_SIZE_COLUMN]
+        sets: list[exp.Expr] = [exp.Anonymous(this="flatten", expressions=[
+            exp.ArrayAgg(this=exp.column(c, table=a))]) for a, c in groups if c == SETS_COLUMN]
+        if sets:
+            # Every inner group whose value the outer aggregates may pick is audited as
+            # released: min/max/median return one of them.
+            merged = sets[0] if len(sets) == 1 else exp.Anonymous(this="list_concat",
+                                                                  expressions=sets)
+            query.select(exp.alias_(merged, SETS_COLUMN), copy=False)
+            self.a.state.hidden_columns.append(SETS_COLUMN)
+        return size
 
     @staticmethod
     def _contribution(call: exp.Expr) -> exp.Expr | None:
         """Condition under which a row feeds ``call``: its arguments non-NULL, its FILTER."""
-        args: list[exp.Expr] = []
-        target = call.this if isinstance(call.this, exp.Distinct) else None
-        for arg in (target.expressions if target else [call.this, *call.expressions]):
-            if isinstance(arg, exp.Expr) and not isinstance(arg, (exp.Star, exp.Literal)):
-                args.append(exp.Not(this=exp.Is(this=arg.copy(), expression=exp.Null())))
-        parent = call.parent
-        if isinstance(parent, exp.Filter) and parent.this is call:
-            args.append(exp.Paren(this=parent.expression.this.copy()))
-        if not args:
-            return None
-        return exp.and_(*args) if len(args) > 1 else args[0]
+        return _rows_where(call, nonzero=False)
+
+    @staticmethod
+    def _moving(call: exp.Expr) -> exp.Expr | None:
+        """For a numeric aggregate, the rows that move its value: also non-zero.
+
+        A zero adds nothing to a sum: a measure multiplied by a 0/1 made of arithmetic
+        (``income * (1 - (age - 37) * (age - 37))`` over integer ages...) is one person's
+        value however many rows it runs over; counted here, whatever the syntax."""
+        numeric = isinstance(call, NUMERIC) or (
+            isinstance(call, exp.Anonymous) and call.name.lower() in NUMERIC_ANONYMOUS)
+        return _rows_where(call, nonzero=True) if numeric else None
 
     # -- what the outer query reads from ------------------------------------------------
 
@@ -276,6 +329,8 @@ class Analyser:
     def row_level(self, query: exp.Expr) -> list[str]:
         """Check a derived table/CTE is row-level; return the hidden columns it now exposes."""
         query = _unwrap(query)
+        if isinstance(query, exp.Select) and query.meta.get(INNER):
+            return self.inner_level(query)
         if not isinstance(query, exp.Select):
             raise reject("not_aggregated",
                          f"set operations and VALUES inside an aggregate query cannot be shown to "
@@ -308,6 +363,60 @@ class Analyser:
             query.select(exp.alias_(exp.column(column, table=alias), output), copy=False)
             outputs.append(output)
         return outputs
+
+    def inner_level(self, query: exp.Select) -> list[str]:
+        """An inner aggregate query (two-level aggregation), analysed like an outer one.
+
+        The outer query reads its group size (and its entity sets, for auditing): an
+        outer group that holds an inner group below ``k`` is suppressed whole, so what is
+        released equals the plain answer. ``compile_aggregate`` keeps conditions on the
+        inner values out of the outer query, so no group is chosen by a hidden value."""
+        state = self.a.state
+        if state.ctx.scenario.noise is not None:
+            raise reject("noise_unsupported", "with noise, aggregate in one level: an inner "
+                         f"aggregate query ({snippet(query)}) would release exact values",
+                         query)
+        self.a.row_level.add(id(query))
+        for clause in ("distinct", "limit", "offset", "qualify"):
+            if query.args.get(clause) is not None:
+                raise reject("not_analyzable", f"{clause.upper()} in an inner aggregate query "
+                             f"is not supported ({snippet(query)})", query)
+        self._check_grouping(query, query.args.get("group"))
+        hidden = self._sources(query)
+        if any(column in LEVEL_COLUMNS for _, column in hidden):
+            raise reject("not_analyzable", "at most two levels of aggregation are supported "
+                         f"({snippet(query)})", query)
+        self._append_group_size(query, hidden, _aggregates(query))
+        names = {p.alias_or_name for p in query.selects}
+        return [c for c in LEVEL_COLUMNS if c in names]
+
+
+def _small_last(query: exp.Query, small: exp.Expr) -> None:
+    """Under LIMIT, sort groups below k after the others (``small`` is true for them)."""
+    if query.args.get("limit") is None and query.args.get("offset") is None:
+        return
+    order = query.args.get("order")
+    keys = list(order.expressions) if order is not None else []
+    query.set("order", exp.Order(expressions=[exp.Ordered(this=small), *keys]))
+
+
+def _rows_where(call: exp.Expr, *, nonzero: bool) -> exp.Expr | None:
+    args: list[exp.Expr] = []
+    target = call.this if isinstance(call.this, exp.Distinct) else None
+    for arg in (target.expressions if target else [call.this, *call.expressions]):
+        if isinstance(arg, exp.Expr) and not isinstance(arg, (exp.Star, exp.Literal)):
+            if nonzero:
+                number = exp.TryCast(this=arg.copy(), to=exp.DataType.build("DOUBLE"))
+                moved = exp.NEQ(this=number, expression=exp.Literal.number(0))
+                args.append(exp.Coalesce(this=moved, expressions=[exp.false()]))
+            else:
+                args.append(exp.Not(this=exp.Is(this=arg.copy(), expression=exp.Null())))
+    parent = call.parent
+    if isinstance(parent, exp.Filter) and parent.this is call:
+        args.append(exp.Paren(this=parent.expression.this.copy()))
+    if not args:
+        return None
+    return exp.and_(*args) if len(args) > 1 else args[0]
 
 
 def _check_expression_subqueries(analysis: _Analysis, tree: exp.Expr) -> None:
@@ -350,6 +459,10 @@ def enforce_min_group(state: State) -> None:
     analysis = _Analysis(state, {id(r.node): r for r in state.refs}, ctes, join_keys)
     tree = state.query
     Analyser(analysis).top(tree)
+    root = _unwrap(tree)
+    if isinstance(root, exp.SetOperation):
+        _small_last(root, exp.LT(this=exp.column(GROUP_SIZE_COLUMN),
+                                 expression=exp.Literal.number(state.ctx.scenario.k)))
     _check_expression_subqueries(analysis, tree)
     k = state.ctx.scenario.k
     entities = sorted({state.ctx.datasets[r.dataset_id].entity_key or "" for r in state.refs

@@ -9,17 +9,20 @@ the hidden expression that reports it, one entry per distinct set of rows:
 - ``h``: a histogram keyed hash of the entity -> number of its rows in the set (rows,
   not only entities: dropping one flight of an aircraft that has others is differencing
   too, and is seen as a changed count);
-- ``m``: what was measured over those rows: ``*`` for row counts (``count``, a CASE
-  branch with a constant), ``distinct x`` for ``count(DISTINCT x)``, else the measured
-  expression (``income``). Only releases of the same measure can be subtracted.
+- ``m``: what was measured over those rows, by meaning (``measure``): ``*`` for row
+  counts, ``distinct <columns>`` for ``count(DISTINCT ...)``, else each source column
+  the value is computed from (``residents.income`` for ``income``, ``income * 1`` or a
+  CTE column renamed from income). Only releases of a shared measure can be subtracted.
 
 The sets are the same ones ``enforce_min_group`` counts for its threshold: the rows an
-aggregate used (its arguments non-NULL, its FILTER) and each CASE/IF branch of it.
+aggregate used (its arguments non-NULL, its FILTER; for a numeric aggregate only the
+non-zero ones) and each branch of its CASE/IF and indicators.
 
     >>> from sqlglot import parse_one
     >>> call = parse_one("sum(CASE WHEN a = 1 THEN x ELSE 0 END)")
+    >>> call.meta[MEASURE] = ("t.x",)  # compile_aggregate's lineage
     >>> [m for _, m in terms(call, None)]
-    ['case when a = 1 then x else 0 end', 'x', '*']
+    [['t.x'], ['t.x'], ['t.x']]
 """
 
 from __future__ import annotations
@@ -28,63 +31,40 @@ from collections.abc import Callable
 
 from sqlglot import exp
 
+from gateway.rewrite.compile_aggregate import MEASURE, ROWS
 from gateway.rewrite.context import normal
 from gateway.rewrite.guard_isolation import branch_conditions
 
-ROWS = "*"  # the measure of a row count
 COUNTS: tuple[type[exp.Expr], ...] = (exp.Count, exp.CountIf, exp.RegrCount)
-CONSTANTS: tuple[type[exp.Expr], ...] = (exp.Literal, exp.Null, exp.Boolean)
 
 Contribution = Callable[[exp.Expr], exp.Expr | None]
 
 
-def _arguments(call: exp.Expr) -> list[exp.Expr]:
-    target = call.this if isinstance(call.this, exp.Distinct) else None
-    args = target.expressions if target else [call.this, *call.expressions]
-    return [a for a in args if isinstance(a, exp.Expr) and not isinstance(a, exp.Star)]
+def measure(call: exp.Expr) -> list[str]:
+    """What ``call`` measures, by lineage: the source columns of its value (set by
+    ``compile_aggregate``), ``*`` for row counts, ``distinct <columns>``. ``income``,
+    ``income * 1`` and a column renamed from income in a CTE all measure
+    ``residents.income``: releases of any of them can be subtracted from one another."""
+    label = call.meta.get(MEASURE)
+    if label:
+        return list(label)
+    if isinstance(call, COUNTS) and not isinstance(call.this, exp.Distinct):
+        return [ROWS]
+    return sorted({normal(c) for c in call.find_all(exp.Column)}) or [ROWS]
 
 
-def _constant(value: exp.Expr | None) -> bool:
-    while isinstance(value, (exp.Neg, exp.Paren, exp.Cast, exp.TryCast)):
-        value = value.this
-    return value is None or isinstance(value, CONSTANTS)
-
-
-def measure(call: exp.Expr, value: exp.Expr | None = None) -> str:
-    """What ``call`` measures over its rows (``value``: one branch of its argument)."""
-    args = _arguments(call)
-    if isinstance(call.this, exp.Distinct) or isinstance(call, exp.ApproxDistinct):
-        return "distinct " + ", ".join(normal(a) for a in args)
-    if isinstance(call, COUNTS):
-        return ROWS
-    if value is not None:
-        return ROWS if _constant(value) else normal(value)
-    if not args or all(_constant(a) for a in args):
-        return ROWS
-    return ", ".join(normal(a) for a in args)
-
-
-def branch_values(call: exp.Expr) -> list[exp.Expr | None]:
-    """The value of each CASE/IF branch in ``call``, in ``branch_conditions`` order."""
-    out: list[exp.Expr | None] = []
-    for node in call.find_all(exp.Case, exp.If):
-        if isinstance(node.parent, exp.Case):
-            continue
-        if isinstance(node, exp.Case):
-            out += [branch.args.get("true") for branch in node.args.get("ifs") or []]
-            out.append(node.args.get("default"))
-        else:
-            out += [node.args.get("true"), node.args.get("false")]
-    return out
-
-
-def terms(call: exp.Expr, contribution: exp.Expr | None) -> list[tuple[exp.Expr | None, str]]:
-    """(condition on rows, measure) for the rows ``call`` used and each of its branches."""
-    out: list[tuple[exp.Expr | None, str]] = [(contribution, measure(call))]
-    for branch, value in zip(branch_conditions(call), branch_values(call), strict=True):
+def terms(call: exp.Expr, contribution: exp.Expr | None,
+          moving: exp.Expr | None = None) -> list[tuple[exp.Expr | None, list[str]]]:
+    """(condition on rows, measures) for the rows that determine ``call``'s value (for a
+    numeric aggregate the non-zero ones: a zero adds nothing, and two sets that differ
+    only in zeros are not a difference) and each of its branches."""
+    measures = measure(call)
+    out: list[tuple[exp.Expr | None, list[str]]] = [
+        (moving if moving is not None else contribution, measures)]
+    for branch in branch_conditions(call):
         taken = exp.and_(contribution.copy(), exp.Paren(this=branch)) \
             if contribution is not None else branch
-        out.append((taken, measure(call, value)))
+        out.append((taken, measures))
     return out
 
 
@@ -101,15 +81,15 @@ def _histogram(alias: str, column: str, condition: exp.Expr | None) -> exp.Expr:
 
 
 def sets_column(hidden: list[tuple[str, str]], aggregates: list[exp.Expr],
-                contribution: Contribution) -> exp.Expr | None:
+                contribution: Contribution, moving: Contribution) -> exp.Expr | None:
     """``[{'m': [measures], 'h': histogram(...) FILTER (...)}, ...]`` or None (no entities)."""
     if not hidden:
         return None
     by_condition: dict[str, tuple[exp.Expr | None, set[str]]] = {}
     for call in aggregates:
-        for condition, what in terms(call, contribution(call)):
+        for condition, what in terms(call, contribution(call), moving(call)):
             key = condition.sql(dialect="duckdb") if condition is not None else ""
-            by_condition.setdefault(key, (condition, set()))[1].add(what)
+            by_condition.setdefault(key, (condition, set()))[1].update(what)
     entries: list[exp.Expr] = []
     for condition, measures in by_condition.values():
         labels = exp.Array(expressions=[exp.Literal.string(m) for m in sorted(measures)])

@@ -3,14 +3,12 @@
 Two attack classes that a per-group entity count alone does not see:
 
 - *padded isolation*: ``sum(CASE WHEN <one person> THEN income ELSE 0 END)`` feeds every
-  row of a big group into the sum, but only one person's value is in it. Inside an
-  aggregate's arguments a conditional is therefore only accepted as a flat ``CASE``
-  (or ``IF``) whose branches ``enforce_min_group`` counts separately: each branch must be
-  taken by at least ``k`` distinct entities of the group, or the row is suppressed
-  (``branch_conditions``). Other value-selecting constructs there (comparisons outside a
-  CASE condition, ``greatest``, ``least``, ``nullif``, ``coalesce``, ``sign``, rounding,
-  integer division, modulo, nested CASE) are refused: each is a step function that can
-  single out the rows above a threshold.
+  row of a big group into the sum, but only one person's value is in it. What may stand
+  inside an aggregate is decided by ``compile_aggregate`` (by lineage, not by name);
+  every branch of a flat CASE/IF and every indicator it marks (a condition used as a
+  number) is counted by ``enforce_min_group``: each must be taken by at least ``k``
+  distinct entities of the group, or the row is suppressed (``branch_conditions``).
+  The outer ORDER BY may name output columns only.
 - *error oracles*: a function that raises on some values (``ln(0)``, ``sqrt(-1)``,
   ``strptime``, ``make_date``, integer overflow...) behind a condition on one person
   answers a yes/no question by failing or not. Such expressions (when no aggregate is
@@ -28,6 +26,7 @@ from sqlglot import exp
 
 from gateway.policy.models import Mode
 from gateway.rewrite.allowlists import is_aggregate_call
+from gateway.rewrite.compile_aggregate import CATEGORIES, INDICATOR
 from gateway.rewrite.context import State, reject, snippet
 
 # Functions that raise on some input values (the error itself would be the answer).
@@ -38,23 +37,10 @@ ERROR_RAISING: frozenset[type[exp.Expr]] = frozenset({
 })
 ERROR_RAISING_ANONYMOUS: frozenset[str] = frozenset({"gcd", "lcm", "age", "date_sub"})
 
-# Node types an aggregate's argument may contain outside a CASE condition: arithmetic on
-# columns and constants. Everything else that selects values is a way to isolate.
-ARGUMENT_NODES: tuple[type[exp.Expr], ...] = (
-    exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Paren, exp.Add,
-    exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Cast, exp.TryCast, exp.DataType,
-    exp.DataTypeParam, exp.Distinct, exp.Star, exp.Case, exp.If, exp.Nullif,
-)
 DIVISIONS: tuple[type[exp.Expr], ...] = (exp.Div, exp.IntDiv, exp.Mod)
 # Arithmetic overflows raise on integers; these and ERROR_RAISING get wrapped in try().
 FAILING: tuple[type[exp.Expr], ...] = (
     exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Anonymous, *DIVISIONS, *ERROR_RAISING)
-
-
-def _is_guard(node: exp.Expr) -> bool:
-    """``nullif(x, 0)`` that ``guard_divisors`` itself put around a divisor."""
-    return (isinstance(node, exp.Nullif) and isinstance(node.parent, DIVISIONS)
-            and node.arg_key == "expression" and bool(node.meta.get("dsb_guard")))
 
 
 def guard_divisors(tree: exp.Expr) -> exp.Expr:
@@ -140,42 +126,34 @@ def _case_conditions(node: exp.Expr) -> list[exp.Expr]:
     return [node.this]
 
 
-def _check_argument(call: exp.Expr) -> None:
-    """Refuse value-selecting constructs in ``call``'s arguments (outside CASE conditions)."""
-    def inside_condition(n: exp.Expr) -> bool:
-        # The condition of a branch: If.this whose If is a CASE branch or a bare IF.
-        return isinstance(n.parent, exp.If) and n.arg_key == "this"
+def _taken(condition: exp.Expr) -> exp.Expr:
+    # NULL conditions fall through, as CASE itself does.
+    return exp.Coalesce(this=condition.copy(), expressions=[exp.false()])
 
-    conditionals = 0
-    for node in call.walk(prune=inside_condition):
-        if node is call or inside_condition(node) or isinstance(node, exp.Filter):
-            continue
-        if isinstance(node, (exp.Case, exp.If)) and not isinstance(node.parent, exp.Case):
-            conditionals += 1
-            if any(isinstance(a, (exp.Case, exp.If)) and a is not node
-                   and not isinstance(a.parent, exp.Case) for a in node.find_all(exp.Case, exp.If)):
-                raise reject("isolating_aggregate",
-                             f"nested CASE/IF inside an aggregate ({snippet(call)}) is not "
-                             "allowed in aggregate mode: write one flat CASE, or put the "
-                             "condition in GROUP BY so each group is counted", node)
-            continue
-        if isinstance(node, ARGUMENT_NODES) and not (isinstance(node, exp.Nullif)
-                                                      and not _is_guard(node)):
-            continue
-        raise reject(
-            "isolating_aggregate",
-            f"{snippet(node)} inside the aggregate {snippet(call)} could single out a few "
-            "rows of a large group; in aggregate mode an aggregate's argument may be "
-            "arithmetic on columns or a flat CASE (each branch of which must cover k "
-            "people). Move the condition to WHERE or GROUP BY, or the transformation "
-            "outside the aggregate", node)
+
+def _indicator_branches(node: exp.Expr) -> list[exp.Expr]:
+    """Rows taking each value of a condition or category used as a number."""
+    categories = node.meta.get(CATEGORIES)
+    if categories:
+        seen: dict[str, exp.Expr] = {}
+        for value in categories:
+            seen.setdefault(value.sql(dialect="duckdb"), value)
+        return [exp.NullSafeEQ(this=node.copy(), expression=v.copy()) for v in seen.values()]
+    condition = exp.Paren(this=node.copy()) if not isinstance(node, exp.Column) \
+        else exp.TryCast(this=node.copy(), to=exp.DataType.build("BOOLEAN"))
+    taken = _taken(condition)
+    return [taken, exp.Not(this=taken.copy())]
 
 
 def branch_conditions(call: exp.Expr) -> list[exp.Expr]:
-    """For each CASE/IF inside ``call``, the condition under which each branch is taken.
+    """For each CASE/IF and each indicator inside ``call``, the condition under which
+    each of its branches is taken.
 
     ``enforce_min_group`` counts the distinct entities behind every branch: a branch
     taken by fewer than ``k`` entities would isolate them however the rest is padded.
+    An indicator is a condition used as a number (``CAST(a = 1 AS INT)``, ``a = 1``, a
+    column computed as a condition or as a CASE of constants; ``compile_aggregate``
+    marks them): its values are branches too.
 
         >>> from sqlglot import parse_one
         >>> call = parse_one("sum(CASE WHEN a = 1 THEN x ELSE 0 END)")
@@ -183,13 +161,15 @@ def branch_conditions(call: exp.Expr) -> list[exp.Expr]:
         ['COALESCE(a = 1, FALSE)', 'NOT COALESCE(a = 1, FALSE)']
     """
     out: list[exp.Expr] = []
-    for node in call.find_all(exp.Case, exp.If):
-        if isinstance(node.parent, exp.Case):
+    for node in call.walk():
+        if node.meta.get(INDICATOR):
+            out += _indicator_branches(node)
+            continue
+        if not isinstance(node, (exp.Case, exp.If)) or isinstance(node.parent, exp.Case):
             continue
         earlier: list[exp.Expr] = []
         for condition in _case_conditions(node):
-            # NULL conditions fall through, as CASE itself does.
-            taken = exp.Coalesce(this=condition.copy(), expressions=[exp.false()])
+            taken = _taken(condition)
             out.append(exp.and_(*earlier, taken) if earlier else taken)
             earlier.append(exp.Not(this=taken.copy()))
         out.append(exp.and_(*earlier) if len(earlier) > 1 else earlier[0])
@@ -228,9 +208,6 @@ def guard_isolation(state: State) -> None:
         return
     tree = state.query
     _check_order(tree)
-    for node in list(tree.walk()):
-        if isinstance(node, exp.Func) and is_aggregate_call(node):
-            _check_argument(node)
     if any(True for _ in tree.find_all(*DIVISIONS)):
         guard_divisors(tree)
         state.note("guard_isolation", "divisors wrapped in NULLIF(divisor, 0): division by "

@@ -12,6 +12,17 @@
 Characters that DuckDB treats as whitespace but sqlglot does not (U+200B, U+00A0, ...)
 are refused before parsing: the executed SQL is regenerated from sqlglot's tree, and
 the two parsers must never disagree on where a token ends.
+
+The parser and every rule recurse once per level of nesting, so a few KB of nested
+parentheses or CASE would exhaust the stack: statements nesting deeper than
+``max_nesting_depth`` levels (counted on the tokens before parsing, and on the tree after
+it) are refused as ``too_complex``, and so is anything that still recurses too deep.
+
+    >>> try:
+    ...     parse("SELECT " + "(" * 100 + "1" + ")" * 100)
+    ... except Exception as exc:
+    ...     print(exc.code)
+    too_complex
 """
 
 from __future__ import annotations
@@ -19,12 +30,13 @@ from __future__ import annotations
 import logging
 import unicodedata
 
-import sqlglot
-from sqlglot import exp
+from sqlglot import Token, TokenType, exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
 from gateway.errors import QueryRejected
-from gateway.rewrite.context import State, reject
+from gateway.rewrite.context import MAX_NESTING_DEPTH, State, reject
+from gateway.rewrite.name_outputs import record
 
 MAX_SQL_CHARS = 100_000
 # Plain ASCII whitespace is fine; every other separator, control or format character
@@ -34,6 +46,12 @@ _ASCII_SPACE = frozenset(" \t\n\r")
 NOT_QUERIES = frozenset({"EXPORT", "IMPORT", "INSTALL", "LOAD", "ATTACH", "DETACH", "COPY",
                          "CHECKPOINT", "VACUUM", "PRAGMA", "SET", "RESET", "CALL", "USE"})
 QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Values)
+# Tokens that open and close one level of nesting.
+OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
+CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
+# Tree levels one level of nesting may take: `(SELECT * FROM (` is Subquery, Select, From.
+NODES_PER_LEVEL = 4
+DUCKDB = Dialect.get_or_raise("duckdb")
 # sqlglot warns on stderr when it falls back to an opaque Command; we reject those anyway.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -55,14 +73,62 @@ def _check_characters(sql: str) -> None:
             )
 
 
-def parse(sql: str) -> exp.Query:
+def too_complex(message: str, position: int | None = None) -> QueryRejected:
+    return QueryRejected("too_complex", message + "; flatten it (CTEs, IN lists, one CASE "
+                         "with several WHEN branches)", position=position)
+
+
+def _check_nesting(tokens: list[Token], limit: int) -> None:
+    """Refuse before parsing: parentheses, brackets, braces and CASE nested too deep."""
+    depth = 0
+    for token in tokens:
+        if token.token_type in OPENERS:
+            depth += 1
+            if depth > limit:
+                raise too_complex(f"the statement nests more than {limit} levels deep "
+                                  f"(parentheses, brackets and CASE; at character "
+                                  f"{token.start})", token.start)
+        elif token.token_type in CLOSERS:
+            depth = max(depth - 1, 0)
+
+
+def tree_depth(tree: exp.Expr) -> int:
+    """Levels of the tree; a chain ``a AND b AND c`` (left-deep) counts as one level, as
+    DuckDB flattens it too (not ``a + b + c``: past 1000 terms DuckDB refuses that)."""
+    deepest = 0
+    stack: list[tuple[exp.Expr, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for child in node.iter_expressions():
+            chained = (isinstance(child, exp.Connector) and type(child) is type(node)
+                       and child.arg_key == "this")
+            stack.append((child, depth if chained else depth + 1))
+    return deepest
+
+
+def _check_tree(tree: exp.Expr, limit: int) -> None:
+    levels = tree_depth(tree)
+    if levels > limit * NODES_PER_LEVEL:
+        raise too_complex(f"the statement's expressions nest {levels} levels deep (NOT, "
+                          f"unary minus and other operators); at most "
+                          f"{limit * NODES_PER_LEVEL} are accepted")
+
+
+def parse(sql: str, max_depth: int = MAX_NESTING_DEPTH) -> exp.Query:
     """Parse ``sql`` (DuckDB dialect) into one query tree, or raise QueryRejected."""
     _check_characters(sql)
     try:
+        tokens = DUCKDB.tokenize(sql)
+        _check_nesting(tokens, max_depth)
         statements = [
-            s for s in sqlglot.parse(sql, read="duckdb")
+            s for s in DUCKDB.parser().parse(tokens, sql)
             if s is not None and not isinstance(s, exp.Semicolon)  # `;` then a comment
         ]
+        for statement in statements:
+            _check_tree(statement, max_depth)
+    except RecursionError:
+        raise too_complex("the statement nests too deep to be analysed") from None
     except (ParseError, TokenError) as exc:
         words = sql.split(None, 1)
         if words and words[0].upper() in NOT_QUERIES:
@@ -105,4 +171,5 @@ def parse(sql: str) -> exp.Query:
 
 
 def parse_statement(state: State) -> None:
-    state.tree = parse(state.sql)
+    state.tree = parse(state.sql, state.ctx.max_nesting_depth)
+    state.output_names = record(state.tree)

@@ -143,7 +143,7 @@ SHAPES = [
     ("scalar subquery", "SELECT gender, count(*) FROM residents WHERE income > "
      f"(SELECT avg(income) FROM residents WHERE {TINY}) GROUP BY gender", "forbidden_subquery"),
     ("nested aggregate", "SELECT avg(s) FROM (SELECT district, sum(income) AS s "
-     "FROM residents GROUP BY district) AS t", "not_aggregated"),
+     "FROM residents GROUP BY district) AS t", "not_analyzable"),
     ("order by row-level, limit 1", "SELECT gender, count(*) FROM residents GROUP BY gender "
      "ORDER BY income DESC LIMIT 1", "order_by_not_output"),
     ("self join multiplies rows", "SELECT a.gender, count(*) FROM residents a "

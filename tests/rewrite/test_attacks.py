@@ -32,12 +32,10 @@ REFUSED: list[tuple[str, str, str]] = [
     ("order by max limit 1", "SELECT gender, count(*) FROM residents GROUP BY gender "
      "ORDER BY max(income) DESC LIMIT 1", "row_level_aggregate"),
     ("nested aggregate", "SELECT avg(s) FROM (SELECT district, sum(income) AS s "
-     "FROM residents GROUP BY district) AS t", "not_aggregated"),
+     "FROM residents GROUP BY district) AS t", "not_analyzable"),
     ("self join multiplies rows", "SELECT a.gender, count(*) FROM residents a "
      "JOIN residents b ON a.district = b.district GROUP BY a.gender", "forbidden_join"),
     ("greatest step", "SELECT gender, sum(greatest(income - 900000, 0)) AS s "
-     "FROM residents GROUP BY gender", "isolating_aggregate"),
-    ("comparison cast", "SELECT gender, sum(income * CAST(" + TINY + " AS INT)) AS s "
      "FROM residents GROUP BY gender", "isolating_aggregate"),
     ("nested case", "SELECT gender, sum(CASE WHEN income > 0 THEN CASE WHEN " + TINY +
      " THEN income ELSE 0 END ELSE 0 END) AS s FROM residents GROUP BY gender",
@@ -64,6 +62,8 @@ def test_attack_refused(make_ctx, name: str, sql: str, code: str) -> None:  # ty
     "FROM residents GROUP BY gender",
     # IF() is a CASE too.
     "SELECT gender, sum(IF(" + TINY + ", income, 0)) AS s FROM residents GROUP BY gender",
+    # A comparison cast to 0/1 is an indicator: its branches are counted.
+    "SELECT gender, sum(income * CAST(" + TINY + " AS INT)) AS s FROM residents GROUP BY gender",
     # Tiny group directly.
     "SELECT district, sum(income) AS s FROM residents WHERE " + TINY + " GROUP BY district",
 ])
