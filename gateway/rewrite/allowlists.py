@@ -81,6 +81,11 @@ ANONYMOUS_ROW_LEVEL: frozenset[str] = frozenset({
     "histogram", "arbitrary", "list", "array_agg", "string_agg", "bitstring_agg",
     "reservoir_quantile", "product", "geomean",
 })
+# Aggregates that pack many rows into one value: refused in every mode.
+PACKING: frozenset[type[exp.Expr]] = frozenset({exp.ArrayAgg, exp.GroupConcat})
+ANONYMOUS_PACKING: frozenset[str] = frozenset({
+    "histogram", "list", "array_agg", "string_agg", "bitstring_agg", "listagg",
+})
 # Window-only functions: records mode only.
 WINDOW_FUNCTIONS: frozenset[type[exp.Expr]] = frozenset({
     exp.RowNumber, exp.Rank, exp.DenseRank, exp.PercentRank, exp.CumeDist, exp.Ntile,
@@ -111,3 +116,10 @@ def is_row_level(node: exp.Expr) -> bool:
     if isinstance(node, exp.Anonymous):
         return function_name(node) in ANONYMOUS_ROW_LEVEL
     return type(node) in ROW_LEVEL_AGGREGATES or type(node) in WINDOW_FUNCTIONS
+
+
+def is_packing(node: exp.Expr) -> bool:
+    """An aggregate whose one value holds many rows (``list``, ``string_agg``...)."""
+    if isinstance(node, exp.Anonymous):
+        return function_name(node) in ANONYMOUS_PACKING
+    return type(node) in PACKING

@@ -29,6 +29,7 @@ from gateway.rewrite.allowlists import (
     SYNTAX,
     WINDOW_FUNCTIONS,
     function_name,
+    is_packing,
 )
 from gateway.rewrite.context import State, reject, snippet
 
@@ -57,6 +58,13 @@ def check_calls(tree: exp.Expr, *, aggregate: bool) -> None:
             raise reject("row_level_aggregate",
                          f"{name}() returns row-level values and is refused in aggregate mode "
                          f"({snippet(node)}); use count, sum, avg or similar", node)
+        if is_packing(node):
+            # One value holding many rows escapes max_rows, and once cast to text or
+            # joined into a string, result_cells too.
+            raise reject("row_level_aggregate",
+                         f"{name}() packs many rows into one value ({snippet(node)}); select "
+                         "the rows themselves (records mode returns up to max_rows of them)",
+                         node)
 
 
 def check_functions(state: State) -> None:

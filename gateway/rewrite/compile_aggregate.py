@@ -60,6 +60,7 @@ direct total.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -207,7 +208,8 @@ class Compiler:
             return Lineage(Kind.step, sources)
         if isinstance(node, ARITHMETIC):
             kinds = {self.expression(c, scope).kind for c in node.iter_expressions()}
-            if kinds <= {Kind.value}:
+            if kinds <= {Kind.value} and _linear(node, lambda c: bool(
+                    self.expression(c, scope).sources)):
                 return Lineage(Kind.value, sources)
             if Kind.aggregate in kinds and kinds <= {Kind.value, Kind.aggregate}:
                 return Lineage(Kind.aggregate, sources)
@@ -297,8 +299,26 @@ class Compiler:
                          f"{SUPPORTED}; cast to DOUBLE instead", node)
         if isinstance(node, ARITHMETIC):
             out: set[str] = set()
+            dependent = 0
+            switches = 0
             for child in node.iter_expressions():
-                out |= self.value(child, scope, call)
+                found = self.value(child, scope, call)
+                out |= found
+                dependent += bool(found)
+                switches += any(n.meta.get(INDICATOR) or isinstance(n, (exp.Case, exp.If))
+                                for n in child.walk())
+            if isinstance(node, exp.Mul) and (dependent > 1 or switches > 1):
+                raise reject("isolating_aggregate",
+                             f"{snippet(node)} inside the aggregate {snippet(call)} multiplies "
+                             "two data-dependent factors: products of columns or of conditions "
+                             "can build a 0/1 that singles out one entity; multiply a value by "
+                             "constants or by one condition, or put the conditions in one CASE",
+                             node)
+            if isinstance(node, exp.Div) and not _simple_divisor(node.expression):
+                raise reject("isolating_aggregate",
+                             f"{snippet(node)} inside the aggregate {snippet(call)} divides by a "
+                             "computed value, which can weight one entity above all others; "
+                             "divide by a column or a constant", node)
             return out
         if isinstance(node, (exp.Case, exp.If)):
             return self._case(node, scope, call)
@@ -429,6 +449,28 @@ class Compiler:
     def _reads_inner(scope: Scope) -> bool:
         return any(isinstance(s, Scope) and s.expression.meta.get(INNER)
                    for s in scope.sources.values())
+
+
+def _simple_divisor(node: exp.Expr) -> bool:
+    """A constant, or one column moved by constants: ``air_time``, ``seats - 1``."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, (*CONSTANTS, exp.Column)):
+        return True
+    if isinstance(node, (exp.Add, exp.Sub, exp.Neg)):
+        parts = list(node.iter_expressions())
+        columns = [p for p in parts if not isinstance(p, CONSTANTS)]
+        return len(columns) <= 1 and all(_simple_divisor(p) for p in parts)
+    return False
+
+
+def _linear(node: exp.Expr, dependent: Callable[[exp.Expr], bool]) -> bool:
+    """Arithmetic without a product of two data-dependent factors or a computed divisor."""
+    if isinstance(node, exp.Mul) and all(dependent(c) for c in node.iter_expressions()):
+        return False
+    if isinstance(node, exp.Div) and not _simple_divisor(node.expression):
+        return False
+    return True
 
 
 def _exact(cast: exp.Cast | exp.TryCast) -> bool:

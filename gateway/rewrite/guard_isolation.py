@@ -22,6 +22,8 @@ Two attack classes that a per-group entity count alone does not see:
 
 from __future__ import annotations
 
+import itertools
+
 from sqlglot import exp
 
 from gateway.policy.models import Mode
@@ -33,10 +35,14 @@ from gateway.rewrite.context import State, reject, snippet
 ERROR_RAISING: frozenset[type[exp.Expr]] = frozenset({
     exp.Ln, exp.Log, exp.Sqrt, exp.Pow, exp.Exp, exp.StrToTime, exp.DateFromParts,
     exp.Chr, exp.UnixToTime, exp.DateAdd, exp.DateDiff, exp.Ascii, exp.RegexpExtract,
-    exp.RegexpReplace, exp.RegexpLike,
+    exp.RegexpReplace, exp.RegexpLike, exp.Pad, exp.DateTrunc, exp.TimestampTrunc, exp.Abs,
+    exp.Substring, exp.Left, exp.Right, exp.Extract,
 })
-ERROR_RAISING_ANONYMOUS: frozenset[str] = frozenset({"gcd", "lcm", "age", "date_sub"})
+ERROR_RAISING_ANONYMOUS: frozenset[str] = frozenset({"gcd", "lcm", "age", "date_sub",
+                                                     "date_part", "datepart"})
 
+# Cases of several conditions inside one aggregate that are counted, at most.
+MAX_CELLS = 16
 DIVISIONS: tuple[type[exp.Expr], ...] = (exp.Div, exp.IntDiv, exp.Mod)
 # Arithmetic overflows raise on integers; these and ERROR_RAISING get wrapped in try().
 FAILING: tuple[type[exp.Expr], ...] = (
@@ -160,20 +166,34 @@ def branch_conditions(call: exp.Expr) -> list[exp.Expr]:
         >>> [c.sql() for c in branch_conditions(call)]
         ['COALESCE(a = 1, FALSE)', 'NOT COALESCE(a = 1, FALSE)']
     """
-    out: list[exp.Expr] = []
+    switches: list[list[exp.Expr]] = []
     for node in call.walk():
         if node.meta.get(INDICATOR):
-            out += _indicator_branches(node)
+            switches.append(_indicator_branches(node))
             continue
         if not isinstance(node, (exp.Case, exp.If)) or isinstance(node.parent, exp.Case):
             continue
+        branches: list[exp.Expr] = []
         earlier: list[exp.Expr] = []
         for condition in _case_conditions(node):
             taken = _taken(condition)
-            out.append(exp.and_(*earlier, taken) if earlier else taken)
+            branches.append(exp.and_(*earlier, taken) if earlier else taken)
             earlier.append(exp.Not(this=taken.copy()))
-        out.append(exp.and_(*earlier) if len(earlier) > 1 else earlier[0])
-    return out
+        branches.append(exp.and_(*earlier) if len(earlier) > 1 else earlier[0])
+        switches.append(branches)
+    if len(switches) <= 1:
+        return switches[0] if switches else []
+    # Several switches: each cell of their joint partition must cover k entities, or a
+    # conjunction of conditions that each cover many would isolate a few.
+    cells = 1
+    for branches in switches:
+        cells *= len(branches)
+    if cells > MAX_CELLS:
+        raise reject("not_analyzable",
+                     f"{snippet(call)} combines conditions into {cells} cases; at most "
+                     f"{MAX_CELLS} are counted per aggregate: use fewer conditions, or GROUP BY",
+                     call)
+    return [exp.and_(*(c.copy() for c in combo)) for combo in itertools.product(*switches)]
 
 
 def _check_order(query: exp.Expr) -> None:

@@ -1,0 +1,112 @@
+"""What an outside attacker got through a running demo, each hit turned into its class.
+
+Found by a red-team run that had only the README and the demo's API:
+
+- *conjunctions of indicators*: several 0/1 conditions multiplied together, each covering
+  many entities while their product covers one, scaled into a sum that every row feeds
+  (``sum(income * (1 + CAST(a AS INT) * CAST(b AS INT)))``);
+- *arithmetic indicators*: a product of data-dependent factors or a computed divisor
+  builds a weight that is one for a single entity (a polynomial that is zero on every
+  other value);
+- *packing*: ``string_agg`` returned a whole records-mode table in one cell.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import QueryRejected
+from gateway.rewrite import rewrite
+
+TINY = "district = 'Chongming Islet'"
+A, B, C = (f"CAST({TINY} AS INT)", "CAST(gender = 'F' AS INT)",
+           "CAST(occupation = 'nurse' AS INT)")
+
+PRODUCTS: list[tuple[str, str, str]] = [
+    ("two casts scaled", "residents-aggregate",
+     f"SELECT sum(income * (1 + {A} * {B})) AS s FROM residents"),
+    ("three casts scaled", "residents-aggregate",
+     f"SELECT sum(income * (1 + {A} * {B} * {C})) AS s FROM residents"),
+    ("count of a conjunction", "residents-aggregate",
+     f"SELECT sum(1 + {B} * {C}) AS c FROM residents"),
+    ("average with a halved weight", "residents-aggregate",
+     f"SELECT avg(income * (1 - 0.5 * {B} * {C})) AS m FROM residents"),
+    ("squares", "residents-aggregate",
+     f"SELECT sum(income * income * (1 + {B} * {C})) AS q FROM residents"),
+    ("boolean columns multiplied", "residents-aggregate",
+     "SELECT sum(income * (1 + CAST(gender = 'F' AS INT) * CAST(age > 50 AS DOUBLE))) "
+     "FROM residents"),
+    ("flights: one flight", "flights-aggregate",
+     "SELECT sum(arr_delay * (1 + CAST(month = 1 AS INT) * CAST(day = 1 AS INT) * "
+     "CAST(carrier = 'UA' AS INT))) AS d FROM flights"),
+    ("flights: padded condition", "flights-aggregate",
+     "SELECT sum(arr_delay * (1 + CAST(tailnum = 'x' OR carrier = 'UA' AS INT) * "
+     "CAST(carrier <> 'UA' AS INT))) AS d FROM flights"),
+    ("polynomial zero elsewhere", "residents-aggregate",
+     "SELECT sum(income * (household_size - 1) * (household_size - 3)) AS s FROM residents"),
+    ("polynomial scaled", "residents-aggregate",
+     "SELECT sum(income * (1 + 1000000000 * (household_size - 1) * (household_size - 3))) "
+     "FROM residents"),
+    ("rational weight", "residents-aggregate",
+     "SELECT sum(income / (1 + 1000000 * (household_size - 2) * (household_size - 2))) "
+     "FROM residents"),
+    ("nested division emulates a product", "residents-aggregate",
+     "SELECT sum(income / (1 / (household_size - 2))) FROM residents"),
+    ("product computed in a CTE", "residents-aggregate",
+     "WITH t AS (SELECT district, income * (household_size - 1) * (household_size - 2) AS x "
+     "FROM residents) SELECT district, sum(x) FROM t GROUP BY district"),
+    ("conjunction computed in a subquery", "residents-aggregate",
+     f"SELECT sum(income * w) FROM (SELECT income, 1 + {B} * {C} AS w FROM residents) AS t"),
+]
+
+
+@pytest.mark.parametrize(("name", "scenario", "sql"), PRODUCTS, ids=[p[0] for p in PRODUCTS])
+def test_products_of_data_dependent_factors_refused(make_ctx, name: str, scenario: str,
+                                                    sql: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(QueryRejected) as info:
+        rewrite(sql, make_ctx(scenario))
+    assert info.value.code == "isolating_aggregate", info.value.message
+
+
+SWITCHES = [
+    # Two switches added, not multiplied: their joint cases are counted.
+    f"SELECT sum(CASE WHEN {TINY} THEN income ELSE 0 END + CASE WHEN gender = 'F' "
+    "THEN income ELSE 0 END) AS s FROM residents",
+    f"SELECT sum(income * {A} + income * {B}) AS s FROM residents",
+    f"SELECT sum(income * CAST({TINY} AND gender = 'F' AS INT) + income) AS s FROM residents",
+    f"SELECT gender, sum(income * (1 + 1000000000000 * {A})) AS s FROM residents GROUP BY gender",
+]
+
+
+@pytest.mark.parametrize("sql", SWITCHES)
+def test_joint_cases_of_conditions_are_counted(run_sql, sql: str) -> None:  # type: ignore[no-untyped-def]
+    rows, report, _ = run_sql("residents-aggregate", sql)
+    assert rows == [] and report.suppressed_groups >= 1
+
+
+def test_honest_single_condition_still_answers(run_sql) -> None:  # type: ignore[no-untyped-def]
+    rows, _, _ = run_sql("flights-aggregate", "SELECT origin, avg(CAST(arr_delay > 15 AS INT)) "
+                         "AS late, avg(distance / air_time * 60) AS speed FROM flights "
+                         "GROUP BY origin")
+    assert len(rows) == 3
+
+
+PACKING = [
+    "SELECT string_agg(concat_ws('|', year, month, day, carrier), chr(10)) AS dump FROM flights",
+    "SELECT month, string_agg(carrier, ',') FROM flights GROUP BY month",
+    "SELECT list(arr_delay) FROM flights",
+    "SELECT array_agg(dest) FROM flights",
+    "SELECT CAST(list(arr_delay) AS VARCHAR) FROM flights",
+    "SELECT histogram(dest) FROM flights",
+    "SELECT group_concat(dest) FROM flights",
+    "SELECT listagg(dest, ',') FROM flights",
+    "SELECT length(string_agg(dest, ',')) FROM flights",
+    "SELECT bitstring_agg(month) FROM flights",
+]
+
+
+@pytest.mark.parametrize("sql", PACKING)
+def test_packing_many_rows_into_one_value_refused(make_ctx, sql: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(QueryRejected) as info:
+        rewrite(sql, make_ctx("flights-records"))
+    assert info.value.code in {"row_level_aggregate", "forbidden_function"}, info.value.message
