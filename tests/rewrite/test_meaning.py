@@ -61,8 +61,7 @@ import pyarrow as pa
 import pytest
 from rewrite_support import SALT, TINY_DISTRICT, assert_no_leak, residents_rows
 
-from gateway.errors import DifferencingRisk, DsbError, ExecutionError, QueryRejected, \
-    ResultWithheld
+from gateway.errors import DifferencingRisk, DsbError, ExecutionError, QueryRejected, ResultWithheld
 from gateway.rewrite import rewrite
 from gateway.rewrite.run import execute
 from sandbox.engine import EngineLimits
@@ -400,7 +399,7 @@ SUBQUERIES: list[tuple[str, str, str]] = [
     ("select-with-filter", RA, "SELECT gender, (SELECT sum(income) FILTER "
      f"(WHERE {T})) AS s FROM residents GROUP BY gender"),
     ("select-without-filter", RA, "SELECT gender, (SELECT sum(income)) AS s FROM residents "
-     f"WHERE gender = 'F' GROUP BY gender"),
+     "WHERE gender = 'F' GROUP BY gender"),
     ("select-max-no-filter", RA, "SELECT (SELECT max(income)) AS m FROM residents"),
     ("where", RA, "SELECT gender, count(*) AS n FROM residents WHERE (SELECT income) > 900000 "
      "GROUP BY gender"),
