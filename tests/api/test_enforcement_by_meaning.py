@@ -86,13 +86,15 @@ def test_names_are_the_users_and_nothing_shows_the_salt(
     assert salt not in json.dumps(events)
 
 
-def test_a_table_packed_into_one_value_is_withheld(client: TestClient,
-                                                   tokens: dict[str, str]) -> None:
-    response = client.post("/v1/jobs", headers=auth(tokens["acme-analyst"]), json={
-        "agreement": ACME_REC, "sql": "SELECT list(f) FROM flights AS f", "wait_ms": 30000})
-    assert response.status_code == 403, response.text[:500]
-    assert response.json()["code"] == "postcheck_failed"
-    assert "result_cells" in response.json()["detail"]
+def test_a_table_packed_into_one_value_is_refused(client: TestClient,
+                                                  tokens: dict[str, str]) -> None:
+    # Packing aggregates are refused before anything runs (the red team's string_agg).
+    for sql in ("SELECT list(f) FROM flights AS f",
+                "SELECT string_agg(dest, ',') FROM flights"):
+        response = client.post("/v1/jobs", headers=auth(tokens["acme-analyst"]), json={
+            "agreement": ACME_REC, "sql": sql, "wait_ms": 30000})
+        assert response.status_code == 400, response.text[:500]
+        assert response.json()["code"] == "row_level_aggregate"
 
 
 def test_the_cell_cap_cuts_a_streamed_result(client: TestClient,
