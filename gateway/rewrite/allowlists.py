@@ -123,3 +123,15 @@ def is_packing(node: exp.Expr) -> bool:
     if isinstance(node, exp.Anonymous):
         return function_name(node) in ANONYMOUS_PACKING
     return type(node) in PACKING
+
+
+def call_arguments(call: exp.Expr) -> list[exp.Expr]:
+    """Every argument of a call, in order: ``this``, ``expression`` and ``expressions``
+    alike (``regr_slope(y, x)`` keeps ``x`` in ``expression``), DISTINCT unpacked."""
+    out: list[exp.Expr] = []
+    for child in call.iter_expressions():
+        if isinstance(child, exp.Distinct):
+            out += list(child.expressions)
+        elif not isinstance(child, (exp.Star, exp.DataType)):
+            out.append(child)
+    return out

@@ -70,7 +70,12 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 
 from gateway.policy.models import Mode, Sensitivity
-from gateway.rewrite.allowlists import VALUE_AGGREGATES, function_name, is_aggregate_call
+from gateway.rewrite.allowlists import (
+    VALUE_AGGREGATES,
+    call_arguments,
+    function_name,
+    is_aggregate_call,
+)
 from gateway.rewrite.context import State, reject, snippet
 from gateway.rewrite.resolve_tables import resolve_tables
 
@@ -228,10 +233,8 @@ class Compiler:
         function = function_name(call)
         measure: set[str] = set()
         distinct = isinstance(call.this, exp.Distinct)
-        args = call.this.expressions if distinct else [call.this, *call.expressions]
-        for arg in args:
-            if isinstance(arg, exp.Expr) and not isinstance(arg, exp.Star):
-                measure |= self.value(arg, scope, call)
+        for arg in call_arguments(call):
+            measure |= self.value(arg, scope, call)
         if over_groups and not isinstance(call, OVER_GROUPS):
             raise reject("not_analyzable",
                          f"{function}() over the groups of an inner aggregate query "

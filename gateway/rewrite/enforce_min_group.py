@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from gateway.policy.models import Mode
-from gateway.rewrite.allowlists import is_aggregate_call
+from gateway.rewrite.allowlists import call_arguments, is_aggregate_call
 from gateway.rewrite.compile_aggregate import INNER
 from gateway.rewrite.context import (
     GROUP_SIZE_COLUMN,
@@ -402,9 +402,8 @@ def _small_last(query: exp.Query, small: exp.Expr) -> None:
 
 def _rows_where(call: exp.Expr, *, nonzero: bool) -> exp.Expr | None:
     args: list[exp.Expr] = []
-    target = call.this if isinstance(call.this, exp.Distinct) else None
-    for arg in (target.expressions if target else [call.this, *call.expressions]):
-        if isinstance(arg, exp.Expr) and not isinstance(arg, (exp.Star, exp.Literal)):
+    for arg in call_arguments(call):
+        if not isinstance(arg, exp.Literal):
             if nonzero:
                 number = exp.TryCast(this=arg.copy(), to=exp.DataType.build("DOUBLE"))
                 moved = exp.NEQ(this=number, expression=exp.Literal.number(0))

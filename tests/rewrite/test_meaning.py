@@ -15,8 +15,11 @@ A failing variant here is a finding, not a test to relax.
    category column of a CTE, integer division, rounding, a polynomial over a small
    domain) isolates a few people inside a large group. Either refused
    (``isolating_aggregate`` for step functions) or run with every branch counted in
-   entities, so the isolated value (the tiny district's incomes, their sum, or the sum
-   of a small subset) is never released, directly or by subtraction.
+   entities, so the isolated value (the tiny district's incomes, their sum or mean, or
+   the sum of a small subset) is never released, directly or by subtraction. The
+   indicator may stand in any argument: ``regr_slope(income, CAST(<tiny> AS INT))`` is
+   the tiny mean minus the rest's, ``regr_intercept`` the rest's mean
+   (``test_indicator_flights``: the same with the one flight to LEX, below k aircraft).
 3. **Outer aggregates in a FROM-less subquery** (``test_outer_aggregate_subquery``):
    DuckDB binds ``(SELECT sum(x) FILTER (WHERE ...))`` to the *outer* query, so a
    subquery without FROM (or a correlated one) computes over the outer rows behind the
@@ -75,7 +78,7 @@ K_RESIDENTS = 10
 
 _ROWS = residents_rows()
 TINY_INCOMES = [r[9] for r in _ROWS if r[3] == TINY_DISTRICT]
-TARGETS = sorted({*TINY_INCOMES, sum(TINY_INCOMES),
+TARGETS = sorted({*TINY_INCOMES, sum(TINY_INCOMES), sum(TINY_INCOMES) / len(TINY_INCOMES),
                   *(a + b for a, b in itertools.combinations(TINY_INCOMES, 2))})
 TOTAL = sum(r[9] for r in _ROWS)
 BY_GENDER: dict[str, float] = defaultdict(float)
@@ -106,9 +109,9 @@ def _reveals(value: float, exact: bool) -> float | None:
 
 
 def assert_tiny_not_released(rows: list[dict[str, Any]]) -> None:
-    """No released number is a tiny income or their sum, directly, scaled, or by
-    subtraction from a total the attacker can get honestly, or from another value of the
-    same row."""
+    """No released number is a tiny income, their sum or mean, directly, scaled, or by
+    subtraction from a total the attacker can get honestly, or by adding or subtracting
+    another value of the same row."""
     for row in rows:
         numbers = _numbers(row)
         for v in numbers:
@@ -120,6 +123,8 @@ def assert_tiny_not_released(rows: list[dict[str, Any]]) -> None:
         for a, b in itertools.permutations(numbers, 2):
             hit = _reveals(a - b, exact=False)
             assert hit is None, f"{a!r} - {b!r} gives the tiny district's {hit!r}: {row}"
+            hit = _reveals(a + b, exact=False)
+            assert hit is None, f"{a!r} + {b!r} gives the tiny district's {hit!r}: {row}"
 
 
 # == 1. lineage by name =================================================================
@@ -182,6 +187,8 @@ LINEAGE: list[tuple[str, str, str]] = [
     ("swap-names", RA, "WITH t AS (SELECT gender, income AS household_size, household_size "
      "AS income FROM residents) SELECT gender, max(household_size) AS m, avg(income) AS a "
      "FROM t GROUP BY gender"),
+    ("inner-level-max-renamed", RA, "WITH m AS (SELECT gender, max(income) AS household_size "
+     "FROM residents GROUP BY gender) SELECT max(household_size) AS m FROM m"),
     ("cte-shadows-dataset-name", RA, "WITH residents AS (SELECT gender, income AS "
      "household_size FROM residents) SELECT gender, max(household_size) AS m FROM residents "
      "GROUP BY gender"),
@@ -291,6 +298,27 @@ INDICATORS: list[tuple[str, str, str]] = [
      f"SELECT avg(income * CAST({T} AS INT)) * count(*) AS s FROM residents"),
     ("sum-distinct", TINY,
      f"SELECT sum(DISTINCT income * CAST({T} AS INT)) AS s FROM residents"),
+    # two-argument aggregates: the indicator as the regressor (slope = mean of the tiny
+    # district - mean of the rest; intercept = mean of the rest)
+    ("regr_slope-and-intercept", TINY, f"SELECT regr_slope(income, CAST({T} AS INT)) AS b, "
+     f"regr_intercept(income, CAST({T} AS INT)) AS a FROM residents"),
+    ("regr_slope-x-indicator", TINY,
+     f"SELECT regr_slope(income, CAST({T} AS INT)) AS b FROM residents"),
+    ("regr_slope-y-indicator", TINY,
+     f"SELECT regr_slope(CAST({T} AS INT), income) AS b FROM residents"),
+    ("regr_intercept-not-indicator", TINY,
+     f"SELECT regr_intercept(income, CAST(NOT ({T}) AS DOUBLE)) AS a FROM residents"),
+    ("regr_r2", TINY, f"SELECT regr_r2(income, ({T})::INT) AS r FROM residents"),
+    ("corr", TINY, f"SELECT corr(income, CAST({T} AS INT)) AS r FROM residents"),
+    ("covar_pop", TINY, f"SELECT covar_pop(income, ({T})::DOUBLE) AS c FROM residents"),
+    ("covar_samp-complement", TINY,
+     f"SELECT covar_samp(income, CAST(NOT ({T}) AS INT)) AS c FROM residents"),
+    ("regr_slope-cte-hit", TINY, f"WITH t AS (SELECT income, {T} AS hit FROM residents) "
+     "SELECT regr_slope(income, CAST(hit AS INT)) AS b, regr_intercept(income, "
+     "CAST(hit AS INT)) AS a FROM t"),
+    ("regr_slope-by-gender", TINY, "SELECT gender, regr_slope(income, CAST(income > 900000 "
+     "AS INT)) AS b, regr_intercept(income, CAST(income > 900000 AS INT)) AS a "
+     "FROM residents GROUP BY gender"),
     # two levels: the outer min/max picks an inner group's value
     ("two-level-max-of-sums", TINY, "WITH m AS (SELECT district, sum(income) AS s FROM "
      "residents GROUP BY district) SELECT max(s) AS top FROM m"),
@@ -391,6 +419,30 @@ def test_indicator_without_case(run_sql, kind: str, sql: str) -> None:  # type: 
         return
     assert_tiny_not_released(rows)
     assert report.suppressed_groups > 0, f"the tiny branch was not counted; released {rows}"
+
+
+FLIGHT_INDICATORS: list[tuple[str, str]] = [
+    # one flight to LEX (one aircraft, below k=5): its delay against the rest
+    ("regr_slope-lex", "SELECT regr_slope(arr_delay, CAST(dest = 'LEX' AS INT)) AS b, "
+     "regr_intercept(arr_delay, CAST(dest = 'LEX' AS INT)) AS a FROM flights"),
+    ("corr-lex", "SELECT carrier, corr(dep_delay, (dest = 'LEX')::DOUBLE) AS r FROM flights "
+     "GROUP BY carrier"),
+    ("sum-lex", "SELECT sum(arr_delay * CAST(dest = 'LEX' AS INT)) AS s FROM flights"),
+    ("avg-lex-in-cte", "WITH t AS (SELECT arr_delay, dest = 'LEX' AS hit FROM flights) "
+     "SELECT avg(arr_delay * CAST(hit AS INT)) * count(*) AS s FROM t"),
+]
+
+
+@pytest.mark.parametrize("sql", [c[1] for c in FLIGHT_INDICATORS],
+                         ids=[c[0] for c in FLIGHT_INDICATORS])
+def test_indicator_flights(run_sql, sql: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        rows, report, rewritten = run_sql(FA, sql)
+    except QueryRejected as exc:
+        assert exc.code in REFUSALS, exc.message
+        return
+    assert_no_leak(FA, rows, rewritten)
+    assert report.suppressed_groups > 0, f"the one-aircraft branch was not counted: {rows}"
 
 
 # == 3. outer aggregates in a FROM-less subquery =========================================
