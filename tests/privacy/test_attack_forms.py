@@ -83,18 +83,18 @@ ACROSS: dict[str, tuple[list[str], Callable[[list[Rows]], float]]] = {
 @pytest.mark.parametrize("name", list(ACROSS))
 def test_across_queries_refused_by_auditing(name: str, audited_sql) -> None:  # type: ignore[no-untyped-def]
     first, *rest = ACROSS[name][0]
-    rows, _ = audited_sql("residents-aggregate", first)
+    rows, _ = audited_sql("residents-aggregate-exact", first)
     assert rows
     with pytest.raises(DifferencingRisk) as info:
         for sql in rest:
-            audited_sql("residents-aggregate", sql)
+            audited_sql("residents-aggregate-exact", sql)
     assert "fewer than k=10" in str(info.value)
 
 
 @pytest.mark.parametrize("name", list(ACROSS))
 def test_across_queries_hidden_by_noise(name: str, noisy_ctx, demo_mounts) -> None:  # type: ignore[no-untyped-def]
     sqls, combine = ACROSS[name]
-    assert_noise_hides(*reconstruct_with_noise(noisy_ctx("residents-aggregate"), sqls,
+    assert_noise_hides(*reconstruct_with_noise(noisy_ctx("residents-aggregate-exact"), sqls,
                                                demo_mounts, combine))
 
 
@@ -102,7 +102,7 @@ def test_across_queries_hidden_by_noise(name: str, noisy_ctx, demo_mounts) -> No
 
 def test_filter_isolation_suppressed_in_both_forms(audited_sql, noisy_ctx) -> None:  # type: ignore[no-untyped-def]
     sql = f"SELECT gender, sum(income) FILTER (WHERE {TINY}) AS s FROM residents GROUP BY gender"
-    for ctx in ("residents-aggregate", noisy_ctx("residents-aggregate")):
+    for ctx in ("residents-aggregate-exact", noisy_ctx("residents-aggregate-exact")):
         rows, release = audited_sql(ctx, sql)
         assert rows == [] and release.suppressed_groups == 2
 
@@ -110,10 +110,10 @@ def test_filter_isolation_suppressed_in_both_forms(audited_sql, noisy_ctx) -> No
 def test_case_isolation_suppressed_or_refused(audited_sql, noisy_ctx) -> None:  # type: ignore[no-untyped-def]
     sql = (f"SELECT gender, sum(CASE WHEN {TINY} THEN income ELSE 0 END) AS s FROM residents "
            "GROUP BY gender")
-    rows, release = audited_sql("residents-aggregate", sql)
+    rows, release = audited_sql("residents-aggregate-exact", sql)
     assert rows == [] and release.suppressed_groups == 2
     with pytest.raises(QueryRejected) as info:
-        rewrite(sql, noisy_ctx("residents-aggregate"))
+        rewrite(sql, noisy_ctx("residents-aggregate-exact"))
     assert info.value.code == "noise_unsupported"
 
 
@@ -123,13 +123,13 @@ IN_ONE = (f"SELECT sum(income) AS everyone, sum(income) FILTER (WHERE NOT {TINY}
 
 def test_two_aggregates_of_one_query_that_differ_by_a_few_refused(audited_sql) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(DifferencingRisk) as info:
-        audited_sql("residents-aggregate", IN_ONE)
+        audited_sql("residents-aggregate-exact", IN_ONE)
     assert "this same result" in str(info.value)
 
 
 def test_two_aggregates_of_one_query_hidden_by_noise(noisy_ctx, demo_mounts) -> None:  # type: ignore[no-untyped-def]
     assert_noise_hides(*reconstruct_with_noise(
-        noisy_ctx("residents-aggregate"), [IN_ONE], demo_mounts,
+        noisy_ctx("residents-aggregate-exact"), [IN_ONE], demo_mounts,
         lambda a: a[0][0]["everyone"] - a[0][0]["rest"]))
 
 
@@ -155,7 +155,7 @@ SHAPES = [
 @pytest.mark.parametrize("noisy", [False, True], ids=["auditing", "noise"])
 def test_shapes_refused_in_both_forms(noisy_ctx, make_ctx, name: str, sql: str, code: str,  # type: ignore[no-untyped-def]
                                       noisy: bool) -> None:
-    ctx = noisy_ctx("residents-aggregate") if noisy else make_ctx("residents-aggregate")
+    ctx = noisy_ctx("residents-aggregate-exact") if noisy else make_ctx("residents-aggregate-exact")
     with pytest.raises(QueryRejected) as info:
         rewrite(sql, ctx)
     assert info.value.code == code
@@ -182,7 +182,7 @@ def test_join_multiplication_counted_as_entities_in_both_forms(audited_sql, nois
 ])
 def test_error_oracle_closed_in_both_forms(audited_sql, noisy_ctx, guarded: str) -> None:  # type: ignore[no-untyped-def]
     # Would fail iff the tiny district has an income above t; now never fails either way.
-    for ctx in ("residents-aggregate", noisy_ctx("residents-aggregate")):
+    for ctx in ("residents-aggregate-exact", noisy_ctx("residents-aggregate-exact")):
         for threshold in (0, 10**9):
             sql = ("SELECT gender, count(*) AS n FROM residents WHERE "
                    f"{guarded.format(t=threshold)} IS NOT NULL OR TRUE GROUP BY gender")

@@ -49,7 +49,7 @@ REFUSED: list[tuple[str, str, str]] = [
 @pytest.mark.parametrize(("name", "sql", "code"), REFUSED, ids=[r[0] for r in REFUSED])
 def test_attack_refused(make_ctx, name: str, sql: str, code: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(QueryRejected) as info:
-        rewrite(sql, make_ctx("residents-aggregate"))
+        rewrite(sql, make_ctx("residents-aggregate-exact"))
     assert info.value.code == code
     assert len(str(info.value)) > 40  # says what to do, not just a code
 
@@ -68,7 +68,7 @@ def test_attack_refused(make_ctx, name: str, sql: str, code: str) -> None:  # ty
     "SELECT district, sum(income) AS s FROM residents WHERE " + TINY + " GROUP BY district",
 ])
 def test_isolation_suppressed(run_sql, sql: str) -> None:  # type: ignore[no-untyped-def]
-    rows, report, _ = run_sql("residents-aggregate", sql)
+    rows, report, _ = run_sql("residents-aggregate-exact", sql)
     assert rows == []
     assert report.suppressed_groups >= 1
 
@@ -84,7 +84,7 @@ def test_error_oracle_closed(run_sql, guarded: str) -> None:  # type: ignore[no-
     for threshold in (0, 10**9):
         sql = ("SELECT gender, count(*) AS n FROM residents WHERE "
                f"{guarded.format(t=threshold)} IS NOT NULL OR TRUE GROUP BY gender")
-        rows, _, _ = run_sql("residents-aggregate", sql)
+        rows, _, _ = run_sql("residents-aggregate-exact", sql)
         assert rows
 
 
@@ -98,19 +98,19 @@ def test_join_multiplication_counts_entities(run_sql) -> None:  # type: ignore[n
 
 
 def test_differencing_refused(audited_sql) -> None:  # type: ignore[no-untyped-def]
-    total, _ = audited_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents")
+    total, _ = audited_sql("residents-aggregate-exact", "SELECT sum(income) AS s FROM residents")
     # The second answer minus the first would be the tiny district's income: refused.
     with pytest.raises(DifferencingRisk) as info:
-        audited_sql("residents-aggregate",
+        audited_sql("residents-aggregate-exact",
                     "SELECT sum(income) AS s FROM residents WHERE NOT " + TINY)
     assert total and info.value.code == "differencing_risk"
     assert "fewer than k=10" in str(info.value)
 
 
 def test_tracker_refused(audited_sql) -> None:  # type: ignore[no-untyped-def]
-    a, _ = audited_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents "
+    a, _ = audited_sql("residents-aggregate-exact", "SELECT sum(income) AS s FROM residents "
                        "WHERE " + TINY + " OR gender = 'F'")
     with pytest.raises(DifferencingRisk) as info:
-        audited_sql("residents-aggregate", "SELECT sum(income) AS s FROM residents "
+        audited_sql("residents-aggregate-exact", "SELECT sum(income) AS s FROM residents "
                     "WHERE gender = 'F'")
     assert a and info.value.code == "differencing_risk"

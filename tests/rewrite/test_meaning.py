@@ -69,7 +69,7 @@ from gateway.rewrite import rewrite
 from gateway.rewrite.run import execute
 from sandbox.engine import EngineLimits
 
-RA, FA, FR, RS = ("residents-aggregate", "flights-aggregate", "flights-records",
+RA, FA, FR, RS = ("residents-aggregate-exact", "flights-aggregate", "flights-records",
                   "residents-sandbox")
 T = f"district = '{TINY_DISTRICT}'"  # fewer than k residents
 K_RESIDENTS = 10

@@ -22,14 +22,18 @@ from gateway.errors import QueryRejected
 from gateway.rewrite import RewriteContext, rewrite
 from gateway.rewrite.context import RESERVED_PREFIX
 
-SCENARIOS = ["flights-aggregate", "flights-records", "residents-aggregate", "residents-sandbox"]
+SCENARIOS = ["flights-aggregate", "flights-records", "residents-aggregate",
+             "residents-aggregate-exact", "residents-sandbox"]
 KNOWN_CODES = {
     "parse_error", "not_a_query", "multiple_statements", "unknown_table", "forbidden_column",
     "forbidden_function", "forbidden_syntax", "not_aggregated", "row_level_aggregate",
     "forbidden_grouping", "forbidden_join", "forbidden_subquery", "reserved_name",
+    "isolating_aggregate", "not_analyzable", "noise_unsupported", "order_by_not_output",
+    "too_complex",
 }
 MAIN = {"flights-aggregate": "flights", "flights-records": "flights",
-        "residents-aggregate": "residents", "residents-sandbox": "residents"}
+        "residents-aggregate": "residents", "residents-aggregate-exact": "residents",
+        "residents-sandbox": "residents"}
 COLUMNS = {
     "flights": ["year", "month", "day", "dep_time", "dep_delay", "arr_delay", "carrier",
                 "flight", "tailnum", "origin", "dest", "air_time", "distance", "hour"],

@@ -21,8 +21,8 @@ from gateway.jobs.service import JobService
 from gateway.policy.models import Mode
 from gateway.rewrite import RewriteContext, Rewritten, rewrite
 from gateway.rewrite.postcheck import Allowance, postcheck, row_cells
-from gateway.rewrite.run import execute, fetch
-from sandbox.engine import DatasetMount, EngineLimits
+from gateway.rewrite.run import execute
+from sandbox.engine import DatasetMount, EngineLimits, source_table
 
 Ctx = Callable[[str], RewriteContext]
 LIMITS = EngineLimits(timeout_ms=30_000)
@@ -48,76 +48,135 @@ def _rewritten(mode: Mode, **kw: object) -> Rewritten:
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
-# -- through the rewriter and the engine ------------------------------------------------
+# -- the post-check on the engine's own nested results ---------------------------------
+# The rewriter refuses most packing aggregates outright (``row_level_aggregate``); these
+# statements go straight to the engine's table so the post-check is tested on its own, as
+# the defence that holds should a rule let one through.
 
-@pytest.mark.parametrize("sql", [
-    "SELECT list(f) FROM flights AS f",
-    "SELECT array_agg(dep_delay) FROM flights",
-    "SELECT carrier, array_agg(dep_delay) AS d FROM flights GROUP BY carrier",
-    "SELECT string_agg(tailnum, ',') AS t FROM flights",
-    "SELECT list(DISTINCT tailnum) AS t FROM flights",
-    "SELECT histogram(carrier) AS h FROM flights",
-])
-def test_packing_aggregates_are_refused(make_ctx: Ctx, sql: str) -> None:
-    # One value holding many rows escapes max_rows, and as text result_cells too.
-    with pytest.raises(QueryRejected) as info:
-        rewrite(sql, make_ctx(RECORDS))
-    assert info.value.code == "row_level_aggregate"
+FLIGHTS = source_table("flights")
 
 
-def test_lists_per_row_are_cut_to_the_rows_that_fit(
-        make_ctx: Ctx, demo_mounts: list[DatasetMount]) -> None:
-    sql = "SELECT carrier, [dep_delay, arr_delay, distance, month] AS d FROM flights"
-    ctx = _capped(make_ctx(RECORDS), result_cells=10_001)
-    raw = fetch(rewrite(sql, ctx), demo_mounts, LIMITS)
-    table, truncated = _run(ctx, sql, demo_mounts)
+def _direct(sql: str, mounts: list[DatasetMount], mode: Mode = Mode.records,
+            **caps: int) -> tuple[pa.Table, bool]:
+    limits = {"max_rows": 5_000, "result_cells": 100_000, **caps}
+    rewritten = _rewritten(mode, sql=sql.format(flights=FLIGHTS), datasets=("flights",),
+                           **limits)
+    table, report = execute(rewritten, mounts, LIMITS)
+    assert int(row_cells(table).sum()) <= limits["result_cells"]
+    assert table.num_rows <= limits["max_rows"]
+    return table, report.truncated
+
+
+def test_list_of_whole_rows_is_withheld(demo_mounts: list[DatasetMount]) -> None:
+    with pytest.raises(ResultWithheld, match="result_cells") as info:
+        _direct("SELECT list(f) FROM {flights} AS f", demo_mounts)
+    assert info.value.code == "postcheck_failed"
+
+
+def test_array_agg_of_a_column_is_withheld(demo_mounts: list[DatasetMount]) -> None:
+    # 336,776 delays in one value: more than 100,000 cells.
+    with pytest.raises(ResultWithheld, match="first row alone holds 336776 cells"):
+        _direct("SELECT array_agg(dep_delay) FROM {flights}", demo_mounts)
+
+
+def test_array_agg_per_group_is_cut_to_the_rows_that_fit(
+        demo_mounts: list[DatasetMount]) -> None:
+    sql = "SELECT carrier, array_agg(dep_delay) AS d FROM {flights} GROUP BY carrier " \
+          "ORDER BY carrier"
+    raw, _ = _direct(sql, demo_mounts, result_cells=10**9)
+    table, truncated = _direct(sql, demo_mounts, result_cells=100_000)
     assert truncated and 0 < table.num_rows < raw.num_rows
-    # the largest prefix: one row more would not fit
-    cells = row_cells(raw)
-    assert cells[:table.num_rows + 1].sum() > 10_001 >= cells[:table.num_rows].sum()
+    cells = row_cells(raw)  # the largest prefix: one row more would not fit
+    assert cells[:table.num_rows + 1].sum() > 100_000 >= cells[:table.num_rows].sum()
 
 
-def test_struct_of_many_columns_counts_each_field(make_ctx: Ctx,
-                                                  demo_mounts: list[DatasetMount]) -> None:
-    ctx = _capped(make_ctx(RECORDS), result_cells=20_000)
-    table, truncated = _run(ctx, "SELECT struct_pack(year, month, day, dep_delay, carrier, "
-                            "tailnum, origin, dest, distance, hour) AS s FROM flights",
-                            demo_mounts)
+def test_string_agg_is_one_cell(demo_mounts: list[DatasetMount]) -> None:
+    """A huge string is one (scalar) cell: counted once, not per character."""
+    table, truncated = _direct("SELECT string_agg(tailnum, ',') AS t FROM {flights}",
+                               demo_mounts)
+    assert table.num_rows == 1 and not truncated
+    assert len(table.column("t")[0].as_py()) > 1_000_000
+    with pytest.raises(ResultWithheld):  # two cells do not fit in one
+        _direct("SELECT string_agg(tailnum, ','), count(*) FROM {flights}", demo_mounts,
+                result_cells=1)
+
+
+def test_struct_of_many_columns_counts_each_field(demo_mounts: list[DatasetMount]) -> None:
+    table, truncated = _direct("SELECT struct_pack(year, month, day, dep_delay, carrier, "
+                               "tailnum, origin, dest, distance, hour) AS s FROM {flights}",
+                               demo_mounts, result_cells=20_000)
     assert truncated and table.num_rows == 2_000  # 10 cells a row
 
 
-def test_map_counts_keys_and_values() -> None:
-    # No allowed function builds a MAP from rows any more; the counting stays for
-    # whatever returns one.
-    table = pa.table({"h": pa.array([[("a", 1), ("b", 2)]], pa.map_(pa.string(), pa.int64()))})
-    assert int(row_cells(table)[0]) == 4  # two keys, two values
+def test_map_counts_keys_and_values(demo_mounts: list[DatasetMount]) -> None:
+    # histogram() returns a MAP (carrier -> flights): each entry is a key and a value.
+    sql = "SELECT histogram(carrier) AS h FROM {flights}"
+    table, _ = _direct(sql, demo_mounts)
+    entries = len(table.column("h")[0].as_py())
+    assert entries == 16 and int(row_cells(table)[0]) == 2 * entries
+    with pytest.raises(ResultWithheld):
+        _direct(sql, demo_mounts, result_cells=2 * entries - 1)
+    table, _ = _direct("SELECT map([carrier, origin], [dep_delay, arr_delay]) AS m "
+                       "FROM {flights}", demo_mounts, result_cells=4 * 100)
+    assert table.num_rows == 100
 
 
-def test_nested_lists_count_every_leaf(make_ctx: Ctx, demo_mounts: list[DatasetMount]) -> None:
-    ctx = _capped(make_ctx(RECORDS), result_cells=3_000)
-    table, truncated = _run(ctx, "SELECT [[dep_delay, dep_delay], [dep_delay]] AS l "
-                            "FROM flights", demo_mounts)
+def test_nested_lists_count_every_leaf(demo_mounts: list[DatasetMount]) -> None:
+    table, truncated = _direct("SELECT [[dep_delay, dep_delay], [dep_delay]] AS l "
+                               "FROM {flights}", demo_mounts, result_cells=3_000)
     assert truncated and table.num_rows == 1_000  # 3 cells a row
 
 
-def test_unnest_back_is_refused_or_capped(make_ctx: Ctx,
-                                          demo_mounts: list[DatasetMount]) -> None:
-    for sql in ("SELECT unnest(l) FROM (SELECT list(f) AS l FROM flights AS f)",
-                "SELECT unnest(l, recursive := true) FROM (SELECT list(f) AS l "
-                "FROM flights AS f)",
-                "SELECT l[1] FROM (SELECT list(f) AS l FROM flights AS f)"):
+def test_list_distinct_exactly_at_the_boundary(demo_mounts: list[DatasetMount]) -> None:
+    sql = "SELECT list(DISTINCT tailnum) AS t FROM {flights}"
+    table, truncated = _direct(sql, demo_mounts, result_cells=10**9)
+    distinct = len(table.column("t")[0].as_py())
+    assert distinct > 4_000
+    table, truncated = _direct(sql, demo_mounts, result_cells=distinct)  # exactly fits
+    assert table.num_rows == 1 and not truncated
+    with pytest.raises(ResultWithheld):
+        _direct(sql, demo_mounts, result_cells=distinct - 1)
+
+
+def test_unnest_back_is_capped(demo_mounts: list[DatasetMount]) -> None:
+    """Unpacked again, the rows are rows: max_rows and the cells of each struct hold."""
+    sql = "SELECT unnest(l) AS r FROM (SELECT list(f) AS l FROM {flights} AS f)"
+    table, truncated = _direct(sql, demo_mounts)
+    assert truncated and table.num_rows == 5_000  # 5,000 rows of 19 fields fit
+    table, truncated = _direct(sql, demo_mounts, result_cells=19 * 100)
+    assert truncated and table.num_rows == 100
+
+
+# -- through the rewriter: refused, or released within the caps --------------------------
+
+THROUGH_THE_REWRITER = [
+    (RECORDS, "SELECT list(f) FROM flights AS f"),
+    (RECORDS, "SELECT array_agg(dep_delay) FROM flights"),
+    (RECORDS, "SELECT carrier, array_agg(dep_delay) FROM flights GROUP BY carrier"),
+    (RECORDS, "SELECT string_agg(tailnum, ',') FROM flights"),
+    (RECORDS, "SELECT struct_pack(year, month, day, dep_delay, carrier, tailnum, origin, "
+              "dest, distance, hour) AS s FROM flights"),
+    (RECORDS, "SELECT histogram(carrier) FROM flights"),
+    (RECORDS, "SELECT [[dep_delay, dep_delay], [dep_delay]] FROM flights"),
+    (RECORDS, "SELECT list(DISTINCT tailnum) FROM flights"),
+    (RECORDS, "SELECT unnest(l) FROM (SELECT list(f) AS l FROM flights AS f)"),
+    (RECORDS, "SELECT l[1] FROM (SELECT list(f) AS l FROM flights AS f)"),
+    ("residents-sandbox", "SELECT list(r) FROM residents AS r"),
+    ("residents-sandbox", "SELECT [income, income, income] FROM residents"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "sql"), THROUGH_THE_REWRITER,
+                         ids=[q[:60] for _, q in THROUGH_THE_REWRITER])
+def test_refused_or_within_the_caps(scenario: str, sql: str, make_ctx: Ctx,
+                                    demo_mounts: list[DatasetMount]) -> None:
+    for cells in (None, 2_000):
+        ctx = make_ctx(scenario) if cells is None else _capped(make_ctx(scenario),
+                                                               result_cells=cells)
         try:
-            table, _ = _run(make_ctx(RECORDS), sql, demo_mounts)
-        except QueryRejected:
-            continue
-        assert table.num_rows <= 5_000
-
-
-def test_records_within_the_caps_are_released_whole(
-        make_ctx: Ctx, demo_mounts: list[DatasetMount]) -> None:
-    table, truncated = _run(make_ctx("residents-sandbox"),
-                            "SELECT r FROM residents AS r LIMIT 100", demo_mounts)
-    assert table.num_rows == 100 and not truncated
+            _run(ctx, sql, demo_mounts)
+        except (QueryRejected, ResultWithheld):
+            pass
 
 
 def test_aggregate_mode_refuses_nested_outputs(demo_mounts: list[DatasetMount]) -> None:

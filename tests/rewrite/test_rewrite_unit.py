@@ -40,7 +40,7 @@ def test_explanation_lists_every_change(make_ctx: Ctx) -> None:
 
 def test_aggregate_explanation_and_hidden_columns(make_ctx: Ctx) -> None:
     out = rewrite("SELECT district, avg(income) FROM residents GROUP BY district",
-                  make_ctx("residents-aggregate"))
+                  make_ctx("residents-aggregate-exact"))
     assert out.k == 10 and out.hidden_columns == ("__dsb_n", "__dsb_sets")
     assert [c.rule for c in out.explanation] == ["enforce_min_group", "enforce_min_group",
                                                  "apply_masks"]
@@ -50,7 +50,7 @@ def test_aggregate_explanation_and_hidden_columns(make_ctx: Ctx) -> None:
 
 def test_casts_made_non_failing_in_aggregate_mode(make_ctx: Ctx) -> None:
     out = rewrite("SELECT count(*) FROM residents WHERE CAST(occupation AS INT) = 1",
-                  make_ctx("residents-aggregate"))
+                  make_ctx("residents-aggregate-exact"))
     assert "TRY_CAST" in out.sql and any(c.rule == "soften_errors" for c in out.explanation)
 
 
@@ -158,7 +158,7 @@ def test_engine_is_locked_down(statement: str, demo_mounts: list[DatasetMount],
 def test_padded_isolation_suppressed(run_sql) -> None:  # type: ignore[no-untyped-def]
     # ELSE 0 makes every row feed the sum; the CASE branch is counted on its own
     # (guard_isolation.branch_conditions), so the one-district branch suppresses the row.
-    rows, report, _ = run_sql("residents-aggregate",
+    rows, report, _ = run_sql("residents-aggregate-exact",
                               "SELECT gender, sum(CASE WHEN district = 'Chongming Islet' "
                               "THEN income ELSE 0 END) AS s FROM residents GROUP BY gender")
     assert all(r["s"] == 0 or r["s"] < 900_000 for r in rows)
@@ -170,7 +170,7 @@ def test_error_oracle_gives_no_bit(run_sql) -> None:  # type: ignore[no-untyped-
     # TRY() it is NULL, so the answer is the same whichever branch the data takes.
     probe = ("SELECT count(*) AS n FROM residents WHERE ln(CASE WHEN district = "
              "'Chongming Islet' AND income > {} THEN 0 ELSE 1 END) < 100")
-    high, _, rewritten = run_sql("residents-aggregate", probe.format(987654))
-    low, _, _ = run_sql("residents-aggregate", probe.format(0))
+    high, _, rewritten = run_sql("residents-aggregate-exact", probe.format(987654))
+    low, _, _ = run_sql("residents-aggregate-exact", probe.format(0))
     assert "TRY(" in rewritten.sql
     assert len(high) == len(low) == 1
