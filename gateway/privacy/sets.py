@@ -86,7 +86,10 @@ def released_sets(released: Released, rewritten: Rewritten) -> list[EntitySet]:
             for what in measures[entry]:
                 out.append(EntitySet(what, entities, rows, label[:LABEL_CHARS]))
                 unions.setdefault((position, what), []).append((entities, rows))
-    for (_, what), parts in unions.items():
+    # Over an inner aggregate, a row's sets are its inner groups (in no fixed position):
+    # each is audited as released; unions by position would mean nothing there.
+    two_level = rewritten.form is not None and rewritten.form.levels > 1
+    for (_, what), parts in unions.items() if not two_level else []:
         if len(parts) > 1:
             out.append(EntitySet.of(what, np.concatenate([p[0] for p in parts]),
                                     np.concatenate([p[1] for p in parts]),

@@ -77,6 +77,7 @@ from gateway.rewrite.allowlists import (
     is_aggregate_call,
 )
 from gateway.rewrite.context import State, reject, snippet
+from gateway.rewrite.parse_statement import too_complex
 from gateway.rewrite.resolve_tables import resolve_tables
 
 INDICATOR = "dsb_indicator"  # node.meta: this node is a condition used as a number
@@ -100,6 +101,8 @@ OVER_GROUPS: tuple[type[exp.Expr], ...] = (
     exp.ApproxQuantile, exp.Count,
 )
 ROWS = "*"
+# AND/OR operators an aggregate-mode statement may hold (qualification is quadratic).
+MAX_CONNECTORS = 400
 SUPPORTED = ("an aggregate's value may be a column, arithmetic (+ - * /) on columns and "
              "constants, CAST to DOUBLE, a condition used as 0/1, or a flat CASE WHEN "
              "<condition> THEN <value> ... END")
@@ -568,6 +571,11 @@ def compile_aggregate(state: State) -> None:
     if state.ctx.mode is not Mode.aggregate:
         return
     _check_stars(state.query)
+    operators = sum(1 for _ in state.query.find_all(exp.Connector))
+    if operators > MAX_CONNECTORS:
+        # qualify() takes time quadratic in long AND/OR chains: 4,000 terms cost 15 s.
+        raise too_complex(f"the statement joins {operators} conditions with AND/OR (at most "
+                          f"{MAX_CONNECTORS} in aggregate mode); use IN lists or BETWEEN")
     try:
         qualify(state.query, schema=_schema(state), dialect="duckdb",
                 validate_qualify_columns=True, identify=False, quote_identifiers=False)

@@ -30,10 +30,16 @@ def test_answers_without_noise_unchanged_by_auditing(analysis: dict[str, str], m
     assert release.privacy["query_auditing"]["sets_checked"] > 0
 
 
+# The first 21 analyses form one session of distinct questions. Later entries of the
+# fixture slice the same groups again (flights JFK->HOU, then B6->HOU; destinations by
+# origin, then by carrier), which query auditing refuses by design as differencing pairs.
+SESSION = ANALYSES[:21]
+
+
 def test_a_session_of_honest_analyses_is_answered(audited_sql) -> None:  # type: ignore[no-untyped-def]
-    """All analyses in a row on one agreement: auditing refuses none of them."""
+    """A session of analyses in a row on one agreement: auditing refuses none of them."""
     refused = []
-    for analysis in ANALYSES:
+    for analysis in SESSION:
         try:
             audited_sql("flights-aggregate", analysis["sql"], agreement="agr-session")
         except DifferencingRisk as exc:
