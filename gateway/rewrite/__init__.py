@@ -17,11 +17,12 @@ names the rule.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from sqlglot import exp
 
-from gateway.errors import DsbError
+from gateway.errors import DsbError, QueryRejected
 from gateway.rewrite.apply_masks import apply_masks
 from gateway.rewrite.bound_contributions import bound_contributions
 from gateway.rewrite.cap_rows import cap_rows
@@ -45,6 +46,8 @@ from gateway.rewrite.parse_statement import parse_statement, too_complex
 from gateway.rewrite.resolve_tables import resolve_tables
 from gateway.rewrite.restrict_columns import restrict_columns
 from gateway.rewrite.soften_errors import soften_errors
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RULES", "Change", "RewriteContext", "Rewritten", "rewrite"]
 
@@ -92,6 +95,13 @@ def rewrite(sql: str, ctx: RewriteContext) -> Rewritten:
         executable = _generate(state.query)
     except RecursionError:  # whatever the depth checks let through: a refusal, not a 500
         raise too_complex("the statement nests too deep to be analysed") from None
+    except DsbError:
+        raise
+    except Exception:  # noqa: BLE001 - fail closed: a statement the rules cannot handle
+        # is refused (a bug in a rule must never let a statement through, nor answer 500).
+        logger.exception("rewriter failed on a statement; refused as not_analyzable")
+        raise QueryRejected("not_analyzable", "the statement could not be analysed; "
+                            "simplify it (the failure was logged for the operators)") from None
     display = _redacted(executable, ctx.salt)
     if ctx.salt in display:  # fail closed: the salt must never reach a user
         raise DsbError("could not redact the mask salt from the displayed SQL",

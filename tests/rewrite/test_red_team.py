@@ -166,3 +166,16 @@ def test_swapping_rows_of_one_entity_is_not_released_twice(audited_sql) -> None:
            "WHERE carrier = 'AA' AND origin = 'JFK' AND month = 1 AND day <= 13")
     with pytest.raises(DifferencingRisk):  # a - b is y - x: two flights of one aircraft
         audited_sql("flights-aggregate", sql, agreement="agr-swap")
+
+
+def test_a_rule_that_breaks_refuses_instead_of_answering_500(make_ctx, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import gateway.rewrite as rewriter
+
+    def broken(state: object) -> None:  # a fault no real statement can be made to cause
+        raise KeyError("bug")
+
+    monkeypatch.setattr(rewriter, "RULES", (*rewriter.RULES[:3], broken, *rewriter.RULES[3:]))
+    with pytest.raises(QueryRejected) as info:
+        rewrite("SELECT carrier, count(*) FROM flights GROUP BY carrier",
+                make_ctx("flights-aggregate"))
+    assert info.value.code == "not_analyzable"
