@@ -158,8 +158,8 @@ def make_non_failing(tree: exp.Expr, columns: ColumnTypes = NO_TYPES, *,
         wrapper.set("expressions", [node])
         wrapped.append(wrapper)
         changed = True
-    for wrapper in wrapped:
-        _group_by_wrapped(wrapper)
+    for done in wrapped:
+        _group_by_wrapped(done)
     return changed
 
 
