@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.access.accounts import Principal, Role, authenticate
@@ -60,3 +60,8 @@ OPERATORS = (Role.provider, Role.admin)
 # Supervisors act on agreements (DESIGN: "suspend, revoke"); so do admins and the
 # providers of the agreement's data (gateway/access/ownership.py narrows it per row).
 AGREEMENT_ACTORS = (Role.supervisor, Role.provider, Role.admin)
+
+
+# A row id in a path: 64-bit in the store, so a larger number is a 422, not a driver
+# overflow (500).
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]

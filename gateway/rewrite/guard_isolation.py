@@ -30,31 +30,23 @@ from gateway.policy.models import Mode
 from gateway.rewrite.allowlists import is_aggregate_call
 from gateway.rewrite.compile_aggregate import CATEGORIES, INDICATOR
 from gateway.rewrite.context import State, reject, snippet
-from gateway.rewrite.function_safety import (
-    NO_TYPES,
-    PARTIAL,
-    PARTIAL_ANONYMOUS,
-    UNIFYING,
-    ColumnTypes,
-    cap_pad_lengths,
-    condition_operands,
-    guard_aggregate,
-    has_unwrappable,
-    is_boolean,
-    is_partial,
-    statement_column_types,
-)
 
-# Functions that raise on some input values (the error itself would be the answer): see
-# gateway.rewrite.function_safety, which classifies every allowed function and operator.
-ERROR_RAISING: frozenset[type[exp.Expr]] = PARTIAL
-ERROR_RAISING_ANONYMOUS: frozenset[str] = PARTIAL_ANONYMOUS
+# Functions that raise on some input values (the error itself would be the answer).
+ERROR_RAISING: frozenset[type[exp.Expr]] = frozenset({
+    exp.Ln, exp.Log, exp.Sqrt, exp.Pow, exp.Exp, exp.StrToTime, exp.DateFromParts,
+    exp.Chr, exp.UnixToTime, exp.DateAdd, exp.DateDiff, exp.Ascii, exp.RegexpExtract,
+    exp.RegexpReplace, exp.RegexpLike, exp.Pad, exp.DateTrunc, exp.TimestampTrunc, exp.Abs,
+    exp.Substring, exp.Left, exp.Right, exp.Extract,
+})
+ERROR_RAISING_ANONYMOUS: frozenset[str] = frozenset({"gcd", "lcm", "age", "date_sub",
+                                                     "date_part", "datepart"})
 
 # Cases of several conditions inside one aggregate that are counted, at most.
 MAX_CELLS = 16
 DIVISIONS: tuple[type[exp.Expr], ...] = (exp.Div, exp.IntDiv, exp.Mod)
-# Node types some instance of which can raise (``function_safety.is_partial`` decides).
-FAILING: tuple[type[exp.Expr], ...] = (*PARTIAL, *UNIFYING, exp.Anonymous)
+# Arithmetic overflows raise on integers; these and ERROR_RAISING get wrapped in try().
+FAILING: tuple[type[exp.Expr], ...] = (
+    exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Anonymous, *DIVISIONS, *ERROR_RAISING)
 
 
 def guard_divisors(tree: exp.Expr) -> exp.Expr:
@@ -78,23 +70,10 @@ def _ancestors(node: exp.Expr) -> list[exp.Expr]:
     return out
 
 
-def _is_passthrough(node: exp.Expr, columns: ColumnTypes = NO_TYPES) -> bool:
-    """A node that will not be wrapped itself: it cannot raise, or it holds an aggregate,
-    a window or a subquery (DuckDB refuses those inside try()), or it is a window's
-    function, or a constant clause (LIMIT, OFFSET, VALUES: evaluated once, on no row)."""
-    if not is_partial(node, columns) or has_unwrappable(node):
-        return True
-    child, parent = node, node.parent
-    while isinstance(parent, (exp.IgnoreNulls, exp.RespectNulls)):
-        child, parent = parent, parent.parent
-    if isinstance(parent, exp.Window) and child.arg_key == "this":
-        return True
-    return any(isinstance(a, (exp.Limit, exp.Offset, exp.Fetch, exp.Values))
-               for a in _ancestors(node))
-
-
-def _is_try(node: exp.Expr) -> bool:
-    return isinstance(node, exp.Anonymous) and node.name.lower() == "try"
+def _is_passthrough(node: exp.Expr) -> bool:
+    """An ancestor that will not be wrapped itself (it contains an aggregate)."""
+    return _has_aggregate(node) or (isinstance(node, exp.Anonymous)
+                                    and node.name.lower() not in ERROR_RAISING_ANONYMOUS)
 
 
 def _has_aggregate(node: exp.Expr) -> bool:
@@ -120,90 +99,30 @@ def expand_group_by_all(tree: exp.Expr) -> None:
         select.set("group", exp.Group(expressions=keys))
 
 
-def make_non_failing(tree: exp.Expr, columns: ColumnTypes = NO_TYPES, *,
-                     aggregates: bool = True) -> bool:
-    """Wrap each partial call or operator (``function_safety.is_partial``; the outermost
-    one, no aggregate inside) in DuckDB's ``try()``.
+def make_non_failing(tree: exp.Expr) -> bool:
+    """Wrap each failing-prone expression (no aggregate inside) in DuckDB's ``try()``.
 
     ``try(ln(0))`` and ``try(9223372036854775807 * 2)`` are NULL instead of an error, so
-    "did it fail" says nothing about the rows. Before that, operands used as conditions
-    that are not known to be BOOLEAN get an explicit (partial) cast, partial aggregates
-    get arguments they cannot fail on (``guard_aggregate``; not with ``aggregates=False``,
-    for records mode, where an aggregate only sees rows the user may see), and pad
-    lengths are capped.
-    A wrapped expression that a grouped SELECT computes from its keys is added to its
-    GROUP BY (DuckDB cannot bind ``try(f(key))`` over a group otherwise).
+    "did it fail" says nothing about the rows.
 
         >>> from gateway.rewrite.parse_statement import parse
         >>> t = parse("SELECT ln(x + 1) FROM t"); _ = make_non_failing(t); t.sql()
         'SELECT TRY(LN(x + 1)) FROM t'
     """
-    changed = cap_pad_lengths(tree)
-    for node in list(tree.walk()):
-        if aggregates and isinstance(node, exp.Func) and is_aggregate_call(node):
-            changed = guard_aggregate(node, columns) or changed
-        for operand in condition_operands(node):
-            if operand is None or is_boolean(operand, columns):
-                continue
-            cast = exp.Cast(to=exp.DataType.build("BOOLEAN"))
-            operand.replace(cast)
-            cast.set("this", operand)
-            changed = True
-    wrapped: list[exp.Expr] = []
-    for node in list(tree.walk()):  # parents before children: the outermost is wrapped
-        if any(_is_try(a) for a in _ancestors(node)) or _is_passthrough(node, columns):
-            continue  # the outer try() already catches it; nested try() trips DuckDB
+    changed = False
+    for node in list(tree.find_all(*FAILING)):
+        if any(isinstance(a, FAILING) and not _is_passthrough(a) for a in _ancestors(node)):
+            continue  # the outermost try() already catches it; nested try() trips DuckDB
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else ""
+        if isinstance(node, exp.Anonymous) and name not in ERROR_RAISING_ANONYMOUS:
+            continue
+        if _has_aggregate(node):
+            continue
         wrapper = exp.Anonymous(this="try", expressions=[])
         node.replace(wrapper)
         wrapper.set("expressions", [node])
-        wrapped.append(wrapper)
         changed = True
-    for done in wrapped:
-        _group_by_wrapped(done)
     return changed
-
-
-def _group_keys(select: exp.Select) -> list[exp.Expr] | None:
-    """The plain GROUP BY keys of ``select`` (positions and output aliases resolved)."""
-    group = select.args.get("group")
-    if not isinstance(group, exp.Group) or not group.expressions:
-        return None
-    outputs = {e.alias.lower(): e.this for e in select.expressions if isinstance(e, exp.Alias)}
-    keys = []
-    for key in group.expressions:
-        if isinstance(key, exp.Literal) and key.is_int \
-                and 0 < int(key.name) <= len(select.expressions):
-            keys.append(select.expressions[int(key.name) - 1].unalias())
-        elif isinstance(key, exp.Column) and not key.table and key.name.lower() in outputs:
-            keys.append(outputs[key.name.lower()])
-        keys.append(key)
-    return keys
-
-
-def _group_by_wrapped(wrapper: exp.Expr) -> None:
-    """Add ``wrapper`` to its SELECT's GROUP BY if it is computed there from the keys."""
-    node, select = wrapper, wrapper.parent
-    while select is not None and not isinstance(select, exp.Select):
-        if isinstance(select, exp.Func) and is_aggregate_call(select):
-            return  # an aggregate's argument: evaluated per row, before grouping
-        node, select = select, select.parent
-    if select is None or node.arg_key in ("where", "joins", "from", "group", "with"):
-        return
-    keys = _group_keys(select)
-    if keys is None:
-        return
-    texts = {k.sql(dialect="duckdb") for k in keys}
-
-    def covered(n: exp.Expr) -> bool:
-        if n.sql(dialect="duckdb") in texts or (isinstance(n, exp.Func)
-                                                 and is_aggregate_call(n)):
-            return True
-        if isinstance(n, (exp.Column, exp.Query, exp.Window)):
-            return False
-        return all(covered(c) for c in n.iter_expressions())
-
-    if wrapper.sql(dialect="duckdb") not in texts and covered(wrapper.expressions[0]):
-        select.args["group"].append("expressions", wrapper.copy())
 
 
 def _case_conditions(node: exp.Expr) -> list[exp.Expr]:
@@ -314,6 +233,6 @@ def guard_isolation(state: State) -> None:
         state.note("guard_isolation", "divisors wrapped in NULLIF(divisor, 0): division by "
                    "zero gives NULL instead of an error")
     expand_group_by_all(tree)
-    if make_non_failing(tree, statement_column_types(state)):
+    if make_non_failing(tree):
         state.note("guard_isolation", "arithmetic and functions that can fail wrapped in "
                    "TRY(): a value that would raise an error gives NULL instead")

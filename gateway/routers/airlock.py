@@ -15,12 +15,13 @@ from sqlalchemy import select
 from gateway.access.accounts import Principal
 from gateway.airlock import service
 from gateway.airlock.models import ExportRequest
-from gateway.deps import HOLDERS, OVERSIGHT, PrincipalDep, ServicesDep, require
+from gateway.deps import HOLDERS, OVERSIGHT, PrincipalDep, RowId, ServicesDep, require
 from gateway.errors import DsbError
 
 router = APIRouter(tags=["airlock"])
 Holder = Annotated[Principal, Depends(require(*HOLDERS))]
 Overseer = Annotated[Principal, Depends(require(*OVERSIGHT))]
+
 # base64 inflates by 4/3: cap the request before decoding anything.
 MAX_B64 = service.MAX_EXPORT_BYTES * 4 // 3 + 8
 
@@ -90,22 +91,22 @@ def list_exports(svc: ServicesDep, who: PrincipalDep, status: str | None = None)
 
 
 @router.get("/v1/exports/{export_id}", summary="One export request")
-def get_export(export_id: int, svc: ServicesDep, who: PrincipalDep) -> ExportOut:
+def get_export(export_id: RowId, svc: ServicesDep, who: PrincipalDep) -> ExportOut:
     return _out(service.get(svc, who, export_id))
 
 
 @router.post("/v1/exports/{export_id}/approve", summary="Approve (supervisor, not the requester)")
-def approve(export_id: int, body: DecisionIn, svc: ServicesDep, who: Overseer) -> ExportOut:
+def approve(export_id: RowId, body: DecisionIn, svc: ServicesDep, who: Overseer) -> ExportOut:
     return _out(service.decide(svc, who, export_id, True, body.note))
 
 
 @router.post("/v1/exports/{export_id}/deny", summary="Deny (supervisor, not the requester)")
-def deny(export_id: int, body: DecisionIn, svc: ServicesDep, who: Overseer) -> ExportOut:
+def deny(export_id: RowId, body: DecisionIn, svc: ServicesDep, who: Overseer) -> ExportOut:
     return _out(service.decide(svc, who, export_id, False, body.note))
 
 
 @router.get("/v1/exports/{export_id}/file", summary="The released file, citation stamped in")
-def released_file(export_id: int, svc: ServicesDep, who: PrincipalDep) -> Response:
+def released_file(export_id: RowId, svc: ServicesDep, who: PrincipalDep) -> Response:
     name, data = service.release(svc, who, export_id)
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from gateway.access.accounts import Principal, Role
-from gateway.deps import OPERATORS, OVERSIGHT, PrincipalDep, ServicesDep, require
+from gateway.deps import OPERATORS, OVERSIGHT, PrincipalDep, RowId, ServicesDep, require
 from gateway.governance import warnings as early
 from gateway.governance import workflows as wf
 from gateway.governance.models import Complaint, MisuseRecord, Objection, UsageReport
@@ -84,7 +84,7 @@ def list_objections(svc: ServicesDep, who: PrincipalDep, dataset: str | None = N
 
 
 @router.post("/objections/{objection_id}/answer", summary="Answer and close (provider, admin)")
-def post_answer(objection_id: int, body: AnswerIn, svc: ServicesDep, who: Operator
+def post_answer(objection_id: RowId, body: AnswerIn, svc: ServicesDep, who: Operator
                 ) -> dict[str, Any]:
     return _row(answer_objection(svc, who, objection_id, body.answer))
 
@@ -143,7 +143,7 @@ def list_complaints(svc: ServicesDep, who: PrincipalDep) -> list[dict[str, Any]]
 
 @router.post("/complaints/{complaint_id}/resolve", summary="Suspend the dataset at once, then "
              "withdraw, restore or restore after a fix (provider, admin)")
-def post_resolve(complaint_id: int, body: ResolveIn, svc: ServicesDep, who: Operator
+def post_resolve(complaint_id: RowId, body: ResolveIn, svc: ServicesDep, who: Operator
                  ) -> dict[str, Any]:
     return _row(act_on_complaint(svc, who, complaint_id, body.resolution, body.reason))
 
@@ -184,7 +184,7 @@ def post_misuse(body: MisuseIn, svc: ServicesDep, who: Supervisor) -> dict[str, 
 
 
 @router.post("/misuse/{record_id}/publish", summary="Publish a misuse record on the catalog")
-def post_publish(record_id: int, svc: ServicesDep, who: Supervisor) -> dict[str, Any]:
+def post_publish(record_id: RowId, svc: ServicesDep, who: Supervisor) -> dict[str, Any]:
     return _row(publish_misuse(svc, who, record_id))
 
 
