@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -110,6 +111,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# DuckDB's infinite dates and timestamps, as their stored integers.
+INFINITE: dict[int, str] = {2**31 - 1: "infinity", -(2**31 - 1): "-infinity",
+                            2**63 - 1: "infinity", -(2**63 - 1): "-infinity"}
+
+
+def values(array: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """Python values of a column; dates and times Python cannot hold (infinity, years past
+    9999) as the text DuckDB would print, so that a stream never breaks half-written."""
+    try:
+        plain: list[Any] = array.to_pylist()
+        return plain
+    except (OverflowError, ValueError):
+        if not pa.types.is_temporal(array.type):
+            raise
+    raw = array.cast(pa.int64() if pa.types.is_timestamp(array.type)
+                     or pa.types.is_date64(array.type) else pa.int32()).to_pylist()
+    texts = pc.cast(array, pa.string()).to_pylist()
+    return [None if number is None else INFINITE.get(number, text)
+            for number, text in zip(raw, texts, strict=True)]
+
+
 def stream_json(path: Path, envelope: dict[str, Any]) -> Iterator[bytes]:
     """``{..envelope.., "columns": [...], "rows": [[...], ...]}`` without building it whole."""
     head = dict(envelope)
@@ -119,7 +141,7 @@ def stream_json(path: Path, envelope: dict[str, Any]) -> Iterator[bytes]:
     yield opening.encode()
     first = True
     for batch in read_batches(path):
-        columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        columns = [values(batch.column(i)) for i in range(batch.num_columns)]
         chunk = []
         for row in zip(*columns, strict=True):
             chunk.append(("" if first else ",") + json.dumps(
@@ -136,7 +158,7 @@ def stream_csv(path: Path) -> Iterator[bytes]:
     writer = csv.writer(buffer)
     writer.writerow(schema.names)
     for batch in read_batches(path):
-        columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        columns = [values(batch.column(i)) for i in range(batch.num_columns)]
         writer.writerows(zip(*columns, strict=True))
         yield buffer.getvalue().encode()
         buffer.seek(0)

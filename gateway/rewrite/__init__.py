@@ -25,6 +25,7 @@ from sqlglot import exp
 from gateway.errors import DsbError, QueryRejected
 from gateway.rewrite.apply_masks import apply_masks
 from gateway.rewrite.bound_contributions import bound_contributions
+from gateway.rewrite.bound_sizes import bound_sizes
 from gateway.rewrite.cap_rows import cap_rows
 from gateway.rewrite.check_functions import check_functions
 from gateway.rewrite.check_syntax import check_syntax
@@ -40,12 +41,14 @@ from gateway.rewrite.context import (
 from gateway.rewrite.enforce_min_group import enforce_min_group
 from gateway.rewrite.guard_isolation import guard_isolation
 from gateway.rewrite.inject_row_filters import inject_row_filters
+from gateway.rewrite.make_total import make_total
 from gateway.rewrite.mount_sources import mount_sources
 from gateway.rewrite.name_outputs import name_outputs
 from gateway.rewrite.parse_statement import parse_statement, too_complex
 from gateway.rewrite.resolve_tables import resolve_tables
 from gateway.rewrite.restrict_columns import restrict_columns
 from gateway.rewrite.soften_errors import soften_errors
+from gateway.rewrite.total_aggregates import total_aggregates
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +64,13 @@ RULES: tuple[Rule, ...] = (
     check_functions,
     restrict_columns,
     compile_aggregate,
+    bound_sizes,
+    total_aggregates,
     guard_isolation,
     enforce_min_group,
     bound_contributions,
     soften_errors,
+    make_total,
     apply_masks,
     inject_row_filters,
     mount_sources,

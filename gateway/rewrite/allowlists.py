@@ -56,6 +56,22 @@ ANONYMOUS_SCALARS: frozenset[str] = frozenset({
     "isfinite", "even", "gcd", "lcm", "isoyear", "yearweek", "millisecond", "age",
 })
 
+# Totality, for aggregate mode: a scalar that can raise for some input values is
+# *partial* (the error itself would answer a question about a row) and is wrapped in
+# ``try()`` by ``guard_isolation``; every other scalar above is *total*. Arithmetic
+# operators are partial too (overflow). ``tests/rewrite/totality_probe.py`` calls every
+# allowed function with extreme values of every type and checks this classification.
+PARTIAL: frozenset[type[exp.Expr]] = frozenset({
+    exp.Ln, exp.Log, exp.Sqrt, exp.Pow, exp.Exp, exp.StrToTime, exp.DateFromParts,
+    exp.Chr, exp.UnixToTime, exp.DateAdd, exp.DateDiff, exp.Ascii, exp.RegexpExtract,
+    exp.RegexpReplace, exp.RegexpLike, exp.Pad, exp.DateTrunc, exp.TimestampTrunc, exp.Abs,
+    exp.Substring, exp.Left, exp.Right, exp.Extract, exp.Sin, exp.Cos, exp.Tan,
+    # They convert their arguments to one type, row by row (a DATE beyond TIMESTAMP's range).
+    exp.Coalesce, exp.Greatest, exp.Least, exp.Nullif, exp.DateBin,
+})
+PARTIAL_ANONYMOUS: frozenset[str] = frozenset({"gcd", "lcm", "age", "date_sub", "date_part",
+                                               "datepart"})
+
 # Aggregates that summarise many rows into one number.
 AGGREGATES: frozenset[type[exp.Expr]] = frozenset({
     exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Median, exp.Quantile,
@@ -65,6 +81,9 @@ AGGREGATES: frozenset[type[exp.Expr]] = frozenset({
     exp.RegrIntercept, exp.RegrR2, exp.RegrCount, exp.Skewness, exp.Kurtosis,
 })
 ANONYMOUS_AGGREGATES: frozenset[str] = frozenset({"mean", "favg", "fsum", "sumkahan", "entropy"})
+# Aggregates DuckDB refuses to finish on some inputs (third and fourth moments of tiny
+# or huge values are "out of range"): records mode only.
+RECORDS_ONLY_AGGREGATES: frozenset[type[exp.Expr]] = frozenset({exp.Skewness, exp.Kurtosis})
 # Aggregates whose result is one input value (or a function of very few): safe only
 # over public columns in aggregate mode.
 VALUE_AGGREGATES: frozenset[type[exp.Expr]] = frozenset({
@@ -89,6 +108,13 @@ ANONYMOUS_PACKING: frozenset[str] = frozenset({
 # Window-only functions: records mode only.
 WINDOW_FUNCTIONS: frozenset[type[exp.Expr]] = frozenset({
     exp.RowNumber, exp.Rank, exp.DenseRank, exp.PercentRank, exp.CumeDist, exp.Ntile,
+    exp.Lag, exp.Lead, exp.FirstValue, exp.LastValue, exp.NthValue,
+})
+
+
+# Window functions that copy other rows' values into this row: ``concat_ws(x, lag(x, 1),
+# ..., lag(x, 22))`` packs 23 records into one, past max_rows. Refused in every mode.
+PACKING_WINDOWS: frozenset[type[exp.Expr]] = frozenset({
     exp.Lag, exp.Lead, exp.FirstValue, exp.LastValue, exp.NthValue,
 })
 
@@ -135,3 +161,11 @@ def call_arguments(call: exp.Expr) -> list[exp.Expr]:
         elif not isinstance(child, (exp.Star, exp.DataType)):
             out.append(child)
     return out
+
+
+def total_function(node: exp.Expr) -> bool:
+    """True for an allowed scalar function that cannot raise, whatever its arguments."""
+    if isinstance(node, exp.Anonymous):
+        name = function_name(node)
+        return name in ANONYMOUS_SCALARS and name not in PARTIAL_ANONYMOUS
+    return type(node) in SCALARS and type(node) not in PARTIAL

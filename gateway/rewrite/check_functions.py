@@ -24,6 +24,8 @@ from gateway.rewrite.allowlists import (
     ANONYMOUS_AGGREGATES,
     ANONYMOUS_ROW_LEVEL,
     ANONYMOUS_SCALARS,
+    PACKING_WINDOWS,
+    RECORDS_ONLY_AGGREGATES,
     ROW_LEVEL_AGGREGATES,
     SCALARS,
     SYNTAX,
@@ -58,6 +60,15 @@ def check_calls(tree: exp.Expr, *, aggregate: bool) -> None:
             raise reject("row_level_aggregate",
                          f"{name}() returns row-level values and is refused in aggregate mode "
                          f"({snippet(node)}); use count, sum, avg or similar", node)
+        if aggregate and type(node) in RECORDS_ONLY_AGGREGATES:
+            raise reject("forbidden_function",
+                         f"{name}() is refused in aggregate mode: it fails on some values, and "
+                         f"the failure would say which ({snippet(node)})", node)
+        if type(node) in PACKING_WINDOWS:
+            raise reject("forbidden_function",
+                         f"{name}() copies another row's values into this one "
+                         f"({snippet(node)}): rows packed that way would pass the max_rows "
+                         "cap; select the rows themselves, or aggregate them", node)
         if is_packing(node):
             # One value holding many rows escapes max_rows, and once cast to text or
             # joined into a string, result_cells too.

@@ -124,6 +124,8 @@ class Lineage:
     kind: Kind
     sources: frozenset[str] = frozenset()  # "dataset.column"
     categories: tuple[exp.Expr, ...] = ()  # category: the constants it takes
+    # A source column as stored (renamed or cast to DOUBLE at most), nothing computed.
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,8 @@ class Compiler:
             if ref is None:
                 raise reject("not_analyzable", f"cannot trace {snippet(column)} to a dataset",
                              column)
-            return Lineage(Kind.value, frozenset({f"{ref.dataset_id}.{column.name.lower()}"}))
+            return Lineage(Kind.value, frozenset({f"{ref.dataset_id}.{column.name.lower()}"}),
+                           stored=True)
         if isinstance(source, Scope):
             key = (id(source.expression), column.name.lower())
             found = self.cache.get(key)
@@ -217,8 +220,9 @@ class Compiler:
             return Lineage(Kind.step, sources)
         if isinstance(node, ARITHMETIC):
             kinds = {self.expression(c, scope).kind for c in node.iter_expressions()}
-            if kinds <= {Kind.value} and _linear(node, lambda c: bool(
-                    self.expression(c, scope).sources)):
+            if kinds <= {Kind.value} and _linear(
+                    node, lambda c: bool(self.expression(c, scope).sources),
+                    lambda d: self.plain_divisor(d, scope)):
                 return Lineage(Kind.value, sources)
             if Kind.aggregate in kinds and kinds <= {Kind.value, Kind.aggregate}:
                 return Lineage(Kind.aggregate, sources)
@@ -321,11 +325,12 @@ class Compiler:
                              "can build a 0/1 that singles out one entity; multiply a value by "
                              "constants or by one condition, or put the conditions in one CASE",
                              node)
-            if isinstance(node, exp.Div) and not _simple_divisor(node.expression):
+            if isinstance(node, exp.Div) and not self.plain_divisor(node.expression, scope):
                 raise reject("isolating_aggregate",
                              f"{snippet(node)} inside the aggregate {snippet(call)} divides by a "
-                             "computed value, which can weight one entity above all others; "
-                             "divide by a column or a constant", node)
+                             "computed value (here, or in the CTE or subquery it comes from): "
+                             "a divisor near zero for one row weights it above all others; "
+                             "divide by a stored column or a constant", node)
             return out
         if isinstance(node, (exp.Case, exp.If)):
             return self._case(node, scope, call)
@@ -335,6 +340,18 @@ class Compiler:
                 out |= self.value(child, scope, call)
             return out
         raise self._step(node, call, derived=False)
+
+    def plain_divisor(self, node: exp.Expr, scope: Scope) -> bool:
+        """A constant, or a source column as stored (``air_time``), traced through CTEs
+        and subqueries. Not ``air_time - 19.999``: a divisor moved near zero for chosen
+        rows weights them by a billion inside a group that otherwise passes k."""
+        while isinstance(node, (exp.Paren, exp.Cast, exp.TryCast)):
+            if isinstance(node, (exp.Cast, exp.TryCast)) and not _exact(node):
+                return False
+            node = node.this
+        if isinstance(node, CONSTANTS):
+            return True
+        return isinstance(node, exp.Column) and self.column(node, scope).stored
 
     def _case(self, node: exp.Case | exp.If, scope: Scope, call: exp.Func) -> set[str]:
         branches = node.args.get("ifs") or [] if isinstance(node, exp.Case) else [node]
@@ -458,24 +475,12 @@ class Compiler:
                    for s in scope.sources.values())
 
 
-def _simple_divisor(node: exp.Expr) -> bool:
-    """A constant, or one column moved by constants: ``air_time``, ``seats - 1``."""
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if isinstance(node, (*CONSTANTS, exp.Column)):
-        return True
-    if isinstance(node, (exp.Add, exp.Sub, exp.Neg)):
-        parts = list(node.iter_expressions())
-        columns = [p for p in parts if not isinstance(p, CONSTANTS)]
-        return len(columns) <= 1 and all(_simple_divisor(p) for p in parts)
-    return False
-
-
-def _linear(node: exp.Expr, dependent: Callable[[exp.Expr], bool]) -> bool:
+def _linear(node: exp.Expr, dependent: Callable[[exp.Expr], bool],
+            plain_divisor: Callable[[exp.Expr], bool]) -> bool:
     """Arithmetic without a product of two data-dependent factors or a computed divisor."""
     if isinstance(node, exp.Mul) and all(dependent(c) for c in node.iter_expressions()):
         return False
-    if isinstance(node, exp.Div) and not _simple_divisor(node.expression):
+    if isinstance(node, exp.Div) and not plain_divisor(node.expression):
         return False
     return True
 

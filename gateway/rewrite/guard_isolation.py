@@ -10,10 +10,9 @@ Two attack classes that a per-group entity count alone does not see:
   distinct entities of the group, or the row is suppressed (``branch_conditions``).
   The outer ORDER BY may name output columns only.
 - *error oracles*: a function that raises on some values (``ln(0)``, ``sqrt(-1)``,
-  ``strptime``, ``make_date``, integer overflow...) behind a condition on one person
-  answers a yes/no question by failing or not. Such expressions (when no aggregate is
-  inside them) are wrapped in DuckDB's ``try()``, which gives NULL instead of raising;
-  every divisor is wrapped in ``nullif(<divisor>, 0)`` so division by zero gives NULL.
+  integer overflow...) behind a condition on one person answers a yes/no question by
+  failing or not. Every divisor is wrapped in ``nullif(<divisor>, 0)`` here so division
+  by zero gives NULL; ``make_total``, the last rule of aggregate mode, wraps the rest.
 
     >>> from gateway.rewrite.parse_statement import parse
     >>> guard_divisors(parse("SELECT a / b FROM t")).sql()
@@ -31,24 +30,9 @@ from gateway.rewrite.allowlists import is_aggregate_call
 from gateway.rewrite.compile_aggregate import CATEGORIES, INDICATOR
 from gateway.rewrite.context import State, reject, snippet
 
-# Functions that raise on some input values (the error itself would be the answer).
-ERROR_RAISING: frozenset[type[exp.Expr]] = frozenset({
-    exp.Ln, exp.Log, exp.Sqrt, exp.Pow, exp.Exp, exp.StrToTime, exp.DateFromParts,
-    exp.Chr, exp.UnixToTime, exp.DateAdd, exp.DateDiff, exp.Ascii, exp.RegexpExtract,
-    exp.RegexpReplace, exp.RegexpLike, exp.Pad, exp.DateTrunc, exp.TimestampTrunc, exp.Abs,
-    exp.Substring, exp.Left, exp.Right, exp.Extract,
-})
-ERROR_RAISING_ANONYMOUS: frozenset[str] = frozenset({"gcd", "lcm", "age", "date_sub",
-                                                     "date_part", "datepart"})
-
 # Cases of several conditions inside one aggregate that are counted, at most.
 MAX_CELLS = 16
 DIVISIONS: tuple[type[exp.Expr], ...] = (exp.Div, exp.IntDiv, exp.Mod)
-# Arithmetic overflows raise on integers; these and ERROR_RAISING get wrapped in try().
-FAILING: tuple[type[exp.Expr], ...] = (
-    exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Anonymous, *DIVISIONS, *ERROR_RAISING)
-
-
 def guard_divisors(tree: exp.Expr) -> exp.Expr:
     """Wrap each divisor in ``nullif(d, 0)``: x / 0 becomes NULL, not an error."""
     for node in list(tree.find_all(*DIVISIONS)):
@@ -61,21 +45,6 @@ def guard_divisors(tree: exp.Expr) -> exp.Expr:
     return tree
 
 
-def _ancestors(node: exp.Expr) -> list[exp.Expr]:
-    out: list[exp.Expr] = []
-    parent = node.parent
-    while parent is not None:
-        out.append(parent)
-        parent = parent.parent
-    return out
-
-
-def _is_passthrough(node: exp.Expr) -> bool:
-    """An ancestor that will not be wrapped itself (it contains an aggregate)."""
-    return _has_aggregate(node) or (isinstance(node, exp.Anonymous)
-                                    and node.name.lower() not in ERROR_RAISING_ANONYMOUS)
-
-
 def _has_aggregate(node: exp.Expr) -> bool:
     return any(isinstance(n, (exp.Func, exp.Window)) and (is_aggregate_call(n)
                or isinstance(n, exp.Window)) for n in node.walk())
@@ -85,7 +54,7 @@ def expand_group_by_all(tree: exp.Expr) -> None:
     """``GROUP BY ALL`` -> ``GROUP BY <each select expression without an aggregate>``.
 
     DuckDB fails to bind ``try()`` under GROUP BY ALL (an internal error), so the keys
-    are spelled out before ``make_non_failing`` wraps them.
+    are spelled out before ``make_total`` wraps them.
     """
     for select in list(tree.find_all(exp.Select)):
         group = select.args.get("group")
@@ -97,32 +66,6 @@ def expand_group_by_all(tree: exp.Expr) -> None:
             select.set("group", None)
             continue
         select.set("group", exp.Group(expressions=keys))
-
-
-def make_non_failing(tree: exp.Expr) -> bool:
-    """Wrap each failing-prone expression (no aggregate inside) in DuckDB's ``try()``.
-
-    ``try(ln(0))`` and ``try(9223372036854775807 * 2)`` are NULL instead of an error, so
-    "did it fail" says nothing about the rows.
-
-        >>> from gateway.rewrite.parse_statement import parse
-        >>> t = parse("SELECT ln(x + 1) FROM t"); _ = make_non_failing(t); t.sql()
-        'SELECT TRY(LN(x + 1)) FROM t'
-    """
-    changed = False
-    for node in list(tree.find_all(*FAILING)):
-        if any(isinstance(a, FAILING) and not _is_passthrough(a) for a in _ancestors(node)):
-            continue  # the outermost try() already catches it; nested try() trips DuckDB
-        name = node.name.lower() if isinstance(node, exp.Anonymous) else ""
-        if isinstance(node, exp.Anonymous) and name not in ERROR_RAISING_ANONYMOUS:
-            continue
-        if _has_aggregate(node):
-            continue
-        wrapper = exp.Anonymous(this="try", expressions=[])
-        node.replace(wrapper)
-        wrapper.set("expressions", [node])
-        changed = True
-    return changed
 
 
 def _case_conditions(node: exp.Expr) -> list[exp.Expr]:
@@ -233,6 +176,3 @@ def guard_isolation(state: State) -> None:
         state.note("guard_isolation", "divisors wrapped in NULLIF(divisor, 0): division by "
                    "zero gives NULL instead of an error")
     expand_group_by_all(tree)
-    if make_non_failing(tree):
-        state.note("guard_isolation", "arithmetic and functions that can fail wrapped in "
-                   "TRY(): a value that would raise an error gives NULL instead")

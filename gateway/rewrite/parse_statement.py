@@ -39,6 +39,9 @@ from gateway.rewrite.context import MAX_NESTING_DEPTH, State, reject
 from gateway.rewrite.name_outputs import record
 
 MAX_SQL_CHARS = 100_000
+# SELECTs in one statement, at most: 2,000 chained CTEs cost seconds of analysis before
+# any other limit could refuse them.
+MAX_SELECTS = 256
 # Plain ASCII whitespace is fine; every other separator, control or format character
 # (categories Z*, C*) is a parser differential waiting to happen.
 _ASCII_SPACE = frozenset(" \t\n\r")
@@ -121,6 +124,9 @@ def parse(sql: str, max_depth: int = MAX_NESTING_DEPTH) -> exp.Query:
     try:
         tokens = DUCKDB.tokenize(sql)
         _check_nesting(tokens, max_depth)
+        selects = sum(1 for t in tokens if t.token_type is TokenType.SELECT)
+        if selects > MAX_SELECTS:
+            raise too_complex(f"the statement has {selects} SELECTs (at most {MAX_SELECTS})")
         statements = [
             s for s in DUCKDB.parser().parse(tokens, sql)
             if s is not None and not isinstance(s, exp.Semicolon)  # `;` then a comment

@@ -64,7 +64,10 @@ class JobOut(BaseModel):
     rewritten_sql: str
     explanation: list[ChangeOut]
     rows: int
-    suppressed_groups: int
+    suppressed_groups: int | None = Field(
+        default=None, description="Always null: how many groups fell below k is not "
+        "disclosed (compared across two queries, the number would tell whether one "
+        "person's row meets a condition). Supervisors see it in the audit trail.")
     error: dict[str, str] | None
     result_url: str | None
     provenance: dict[str, Any] | None
@@ -93,7 +96,7 @@ def _job_out(svc: Services, job: Job) -> JobOut:
         finished_at=job.finished_at.isoformat() if job.finished_at else None,
         sql=job.sql, rewritten_sql=job.rewritten_sql,
         explanation=[ChangeOut(**c) for c in json.loads(job.explanation or "[]")],
-        rows=job.rows, suppressed_groups=job.suppressed_groups,
+        rows=job.rows,
         error={"code": job.error_code, "message": job.error_message} if job.error_code else None,
         result_url=f"/v1/jobs/{job.id}/result" if done else None,
         provenance=provenance(svc.policies, job, svc.store) if done else None,
@@ -114,7 +117,6 @@ def _result(svc: Services, job: Job, format: Formats) -> Response:
     prov = provenance(svc.policies, job, svc.store)
     if format == "json":
         envelope = {"job": job.id, "status": job.status, "rows_returned": job.rows,
-                    "suppressed_groups": job.suppressed_groups,
                     "explanation": json.loads(job.explanation or "[]"),
                     "provenance": prov, "privacy": _privacy(job)}
         return StreamingResponse(spool.stream_json(path, envelope),
@@ -127,7 +129,6 @@ def _result(svc: Services, job: Job, format: Formats) -> Response:
         "X-DSB-Provenance": header_value(prov),
         "X-DSB-Receipt": header_value(prov["receipt"]),
         "X-DSB-Rows": str(job.rows),
-        "X-DSB-Suppressed-Groups": str(job.suppressed_groups),
     }
     return StreamingResponse(body, media_type=spool.MEDIA_TYPES[format], headers=headers)
 
