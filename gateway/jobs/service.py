@@ -202,7 +202,10 @@ class JobService:
             receipt = self.svc.record(
                 "query_executed", who, agreement_id=usable.agreement.id, job_id=job_id,
                 datasets=versions,
-                details={"rows": rows, "suppressed_groups": suppressed, "result_sha256": digest,
+                # Not the count of suppressed groups: the holder reads this event in the
+                # receipt, and that count is an answer (it stays on the job row, which
+                # supervisors see in the usage report).
+                details={"rows": rows, "result_sha256": digest,
                          "duration_ms": round((time.monotonic() - started) * 1000, 1),
                          **_audited_privacy(privacy)})
             self._update(job_id, status="succeeded", rows=rows, cells=rows * columns,

@@ -116,6 +116,24 @@ class Dataset(Strict):
         "count distinct values of it. None for reference data about no one.",
     )
 
+    unique_keys: list[list[str]] = Field(
+        default_factory=list,
+        description="Column sets that identify at most one row each (a lookup table's "
+        "key: planes by tailnum). In aggregate mode every join matches one of them on one "
+        "side, so no join multiplies rows many-to-many.",
+    )
+
+    @field_validator("unique_keys")
+    @classmethod
+    def _keys_are_columns(cls, keys: list[list[str]], info: ValidationInfo) -> list[list[str]]:
+        names = {c.name for c in info.data.get("columns") or []}
+        for key in keys:
+            unknown = sorted(set(key) - names)
+            if not key or unknown:
+                raise ValueError(f"unique key {key} names no column or unknown columns: "
+                                 f"{', '.join(unknown)}")
+        return keys
+
     @field_validator("columns")
     @classmethod
     def _unique_columns(cls, columns: list[Column]) -> list[Column]:

@@ -8,8 +8,9 @@ bounds the rewriter enforced (``bound_contributions``): one entity contributes a
 bounds. The scale is found by OpenDP's own ``binary_search_param`` against its privacy
 map, so the scale is whatever the library certifies for that epsilon.
 
-A query's epsilon is split evenly over its noisy output columns; an average splits its
-share between its two measurements, a noisy sum and a noisy count. Everything after the
+A query's epsilon is split evenly over its noisy output columns and the entity counts
+that k is checked against; an average splits its share between its two measurements, a
+noisy sum and a noisy count. Everything after the
 noise (averages, rounding negative counts up to 0, sorting, LIMIT) is post-processing
 and costs no privacy.
 
@@ -52,10 +53,13 @@ class NoiseReport:
     epsilon: float
     max_rows_per_entity: int
     columns: dict[str, ColumnNoise] = field(default_factory=dict)
+    # Scale of the noise on each group's entity count, which k is checked against.
+    threshold_scale: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"mechanism": MECHANISM, "epsilon": self.epsilon,
                 "max_rows_per_entity": self.max_rows_per_entity,
+                "threshold_scale": self.threshold_scale,
                 "columns": {name: {k: v for k, v in vars(c).items() if v is not None}
                             for name, c in self.columns.items()}}
 
@@ -137,12 +141,23 @@ def _ordered(table: pa.Table, plan: NoisePlan) -> pa.Table:
 def apply_noise(table: pa.Table, plan: NoisePlan) -> tuple[pa.Table, NoiseReport]:
     """The released columns (noisy) in the user's order, then ``__dsb_n`` for the post-check.
 
+    ``__dsb_n`` (the entities behind each group, checked against k) gets noise too, from
+    its own share of epsilon, and a group is released only when both the exact and the
+    noisy count reach k: with the exact count alone, a group's presence is an exact answer
+    and a binary search over a condition finds one person's value through it (24 queries
+    in round four of the red team); now each step near k takes repeated, charged queries.
     ORDER BY and LIMIT of the user's statement are applied here, on the noisy values.
     """
-    epsilon = plan.epsilon / max(len(plan.noisy), 1)  # per column
+    epsilon = plan.epsilon / (len(plan.noisy) + 1)  # per column, and one for the threshold
     columns: list[pa.Array | pa.ChunkedArray] = []
     names: list[str] = []
-    report = NoiseReport(plan.epsilon, plan.max_rows_per_entity)
+    exact = _column(table, GROUP_SIZE_COLUMN, np.int64)
+    noisy, threshold_scale = _release(exact, integer=True,
+                                      sensitivity=plan.max_rows_per_entity, epsilon=epsilon)
+    # Both must reach k: never a group of fewer than k entities, and no sharp edge at k.
+    sizes = np.minimum(exact, noisy) if len(exact) else exact
+    report = NoiseReport(plan.epsilon, plan.max_rows_per_entity,
+                         threshold_scale=threshold_scale)
     for output in plan.outputs:
         if isinstance(output, str):
             columns.append(table.column(output))
@@ -152,6 +167,6 @@ def apply_noise(table: pa.Table, plan: NoisePlan) -> tuple[pa.Table, NoiseReport
         columns.append(values)
         names.append(output.name)
         report.columns[output.name] = noise
-    columns.append(table.column(GROUP_SIZE_COLUMN))
+    columns.append(pa.array(sizes, pa.int64()))
     names.append(GROUP_SIZE_COLUMN)
     return _ordered(pa.table(columns, names=names), plan), report

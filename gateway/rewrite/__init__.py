@@ -25,6 +25,7 @@ from sqlglot import exp
 from gateway.errors import DsbError, QueryRejected
 from gateway.rewrite.apply_masks import apply_masks
 from gateway.rewrite.bound_contributions import bound_contributions
+from gateway.rewrite.bound_joins import bound_joins
 from gateway.rewrite.bound_sizes import bound_sizes
 from gateway.rewrite.cap_rows import cap_rows
 from gateway.rewrite.check_functions import check_functions
@@ -65,6 +66,7 @@ RULES: tuple[Rule, ...] = (
     restrict_columns,
     compile_aggregate,
     bound_sizes,
+    bound_joins,
     total_aggregates,
     guard_isolation,
     enforce_min_group,

@@ -198,6 +198,9 @@ def locally_safe(node: exp.Expr, family: ColumnFamily = _no_family) -> bool:
         return all(isinstance(_bare(o), PREDICATES) for o in node.iter_expressions())
     if isinstance(node, exp.Is):
         return isinstance(node.expression, exp.Null)
+    if isinstance(node, exp.Escape):
+        # x LIKE p ESCAPE '\\' is one step: guarded whole or not at all.
+        return locally_safe(node.this, family)
     if isinstance(node, (exp.Like, exp.ILike)):
         # The value is converted to text, which cannot fail; the pattern must be text.
         return _text_literal(node.expression)
@@ -251,7 +254,8 @@ def wrap_failing(tree: exp.Expr, family: ColumnFamily = _no_family) -> list[exp.
                      for c in node.iter_expressions())
         holds[id(node)] = inside or isinstance(node, exp.Query) or (
             isinstance(node, exp.Func) and is_aggregate_call(node))
-        if (holds[id(node)] or isinstance(node, CONTAINERS) or _is_try(node)
+        escaped = isinstance(node.parent, exp.Escape) and node.arg_key == "this"
+        if (holds[id(node)] or isinstance(node, CONTAINERS) or _is_try(node) or escaped
                 or _is_branch(node) or locally_safe(node, family)):
             continue
         _try(node)

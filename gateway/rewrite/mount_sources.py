@@ -21,9 +21,15 @@ from sandbox.engine import source_table
 
 
 def _entity_hash(key: str, salt: str, name: str) -> exp.Expr:
-    """Hidden column: a keyed 128-bit hash of the entity key (NULL stays NULL)."""
-    literal = exp.Literal.string(salt)
-    keyed = exp.DPipe(this=literal, expression=exp.cast(exp.column(key), "VARCHAR"), safe=True)
+    """Hidden column: a keyed 128-bit hash of the entity key. Rows without a key are one
+    entity together (the unknown one): as NULL they were no entity at all, invisible to k
+    and to query auditing, and a difference of one of them went through. As one entity
+    they count once towards k (however many rows) and a row more or less of it is a
+    difference auditing sees."""
+    known = exp.DPipe(this=exp.Literal.string("k"), expression=exp.cast(exp.column(key), "VARCHAR"),
+                      safe=True)
+    identity = exp.Coalesce(this=known, expressions=[exp.Literal.string("unknown")])
+    keyed = exp.DPipe(this=exp.Literal.string(salt), expression=identity, safe=True)
     return exp.alias_(exp.Anonymous(this="md5_number", expressions=[keyed]), name)
 
 

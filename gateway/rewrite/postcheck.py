@@ -7,7 +7,8 @@ fail closed instead of leaking:
   (``__dsb*``) column than the rewriter's own bookkeeping ones;
 - aggregate mode: rows whose hidden group size ``__dsb_n`` is below ``k`` (or missing)
   are dropped and counted; the hidden column is stripped;
-- at most ``max_rows`` rows (records mode fetches one more, to know it was cut);
+- at most ``max_rows`` rows (records mode fetches one more, to know it was cut), a row
+  holding a LIST or MAP of n values counting as n rows;
 - at most ``result_cells`` cells, counted element by element: a LIST of n values is n
   cells, a STRUCT its fields, a MAP its keys and values, recursively (a NULL, an empty
   list, a scalar: one). ``list(t)`` packs a whole table into one row: the result is cut
@@ -114,6 +115,19 @@ def row_cells(table: pa.Table) -> np.ndarray:
     return counts
 
 
+def row_weights(table: pa.Table) -> np.ndarray:
+    """How many rows each row counts for against ``max_rows``: a LIST or MAP of n values
+    counts n (``quantile_disc(x, [0, 0.001, ...])`` or ``max(x, 1000)`` held a thousand
+    records in one row), other rows one."""
+    weights = np.ones(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_nested(kind) and not pa.types.is_struct(kind):
+            weights = np.maximum(weights, np.concatenate(
+                [_array_cells(chunk) for chunk in column.chunks] or [np.zeros(0, np.int64)]))
+    return weights
+
+
 def _refuse_nested(table: pa.Table) -> None:
     for field in table.schema:
         if pa.types.is_nested(field.type):
@@ -122,18 +136,24 @@ def _refuse_nested(table: pa.Table) -> None:
                         "UNION can pack the rows of a whole group into one cell")
 
 
-def _fit(table: pa.Table, allowance: Allowance) -> tuple[int, int]:
-    """(rows, cells) of the longest prefix of ``table`` within the allowance."""
+def _fit(table: pa.Table, allowance: Allowance) -> tuple[int, int, int]:
+    """(rows, cells, rows counted) of the longest prefix of ``table`` within the
+    allowance; nested values count element by element (``row_cells``, ``row_weights``)."""
     rows = min(table.num_rows, allowance.rows)
     if rows == 0:
-        return 0, 0
+        return 0, 0, 0
     if not any(pa.types.is_nested(t) for t in table.schema.types):  # flat: no counting
         width = table.num_columns
         fits = rows if width == 0 else min(rows, allowance.cells // width)
-        return fits, fits * width
-    total = np.cumsum(row_cells(table.slice(0, rows)))
-    fits = int(np.searchsorted(total, allowance.cells, side="right"))
-    return fits, int(total[fits - 1]) if fits else 0
+        return fits, fits * width, fits
+    head = table.slice(0, rows)
+    cells = np.cumsum(row_cells(head))
+    weights = np.cumsum(row_weights(head))
+    fits = min(int(np.searchsorted(cells, allowance.cells, side="right")),
+               int(np.searchsorted(weights, allowance.rows, side="right")))
+    if not fits:
+        return 0, 0, 0
+    return fits, int(cells[fits - 1]), int(weights[fits - 1])
 
 
 def postcheck(table: pa.Table, rewritten: Rewritten,
@@ -163,17 +183,19 @@ def postcheck(table: pa.Table, rewritten: Rewritten,
     if hidden:
         table = table.drop_columns(hidden)
     allowance = allowance if allowance is not None else Allowance.of(rewritten)
-    rows, cells = _fit(table, allowance)
+    rows, cells, counted = _fit(table, allowance)
     if rows == 0 and table.num_rows and not allowance.released_rows:
-        first = int(row_cells(table.slice(0, 1))[0])
-        raise _fail(f"its first row alone holds {first} cells, more than this scenario's "
-                    f"limits.result_cells ({rewritten.result_cells}); a list, struct or map "
-                    "counts each of its values: aggregate fewer rows into one value")
+        first = table.slice(0, 1)
+        raise _fail(f"its first row alone holds {int(row_cells(first)[0])} cells and counts "
+                    f"for {int(row_weights(first)[0])} rows, more than this scenario's "
+                    f"limits.result_cells ({rewritten.result_cells}) or max_rows "
+                    f"({rewritten.max_rows}); a list or map counts each of its values: "
+                    "aggregate fewer rows into one value")
     truncated = rows < table.num_rows
     if truncated:
         table = table.slice(0, rows)
         kept = kept.slice(0, rows) if kept is not None else None
-    allowance.rows -= rows
+    allowance.rows -= counted
     allowance.cells -= cells
     allowance.released_rows += rows
     return Released(table=table, suppressed_groups=int(suppressed), truncated=truncated,

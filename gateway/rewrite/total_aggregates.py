@@ -92,8 +92,8 @@ def _positive(text: str) -> bool:
 
 
 def check_constants(tree: exp.Expr) -> None:
-    """Arguments DuckDB checks in a way ``try()`` does not catch must be constants: the
-    period of ``time_bucket`` ("not implemented" for a period that is not positive)."""
+    """Arguments DuckDB checks in a way ``try()`` does not catch: ``time_bucket`` fails
+    as "not implemented" on a period that is not positive or an unknown time zone."""
     for bucket in tree.find_all(exp.DateBin):
         period = bucket.this
         while isinstance(period, exp.Paren):
@@ -101,10 +101,15 @@ def check_constants(tree: exp.Expr) -> None:
         quantity = period.this if isinstance(period, exp.Interval) else period
         while isinstance(quantity, exp.Paren):
             quantity = quantity.this
-        if not (isinstance(quantity, exp.Literal) and _positive(quantity.name)):
+        others = [a for a in bucket.iter_expressions() if a is not bucket.this
+                  and a is not bucket.expression]
+        # An origin or a time zone that DuckDB cannot use fails as "not implemented" too,
+        # even as a constant, once a row gets there: the two-argument form only.
+        if not (isinstance(quantity, exp.Literal) and _positive(quantity.name)) or others:
             raise reject("not_analyzable",
-                         f"{snippet(bucket)}: the period of time_bucket is a positive "
-                         "constant in aggregate mode (INTERVAL 1 DAY)", bucket)
+                         f"{snippet(bucket)}: in aggregate mode time_bucket takes a positive "
+                         "constant period and a timestamp (time_bucket(INTERVAL 1 DAY, ts)), "
+                         "no origin or time zone", bucket)
 
 
 def check_escapes(tree: exp.Expr) -> None:

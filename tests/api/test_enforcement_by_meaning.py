@@ -99,10 +99,11 @@ def test_a_table_packed_into_one_value_is_refused(client: TestClient,
 
 def test_the_cell_cap_cuts_a_streamed_result(client: TestClient,
                                              tokens: dict[str, str]) -> None:
-    # 25 cells a row: 4,000 rows fill the scenario's 100,000 cells before its 5,000 rows.
-    values = ", ".join(["dep_delay"] * 25)
+    # 25 cells a row (a struct of 25 fields, one row each): 4,000 rows fill the scenario's
+    # 100,000 cells before its 5,000 rows.
+    values = ", ".join(f"'f{i}': dep_delay" for i in range(25))
     response = client.post("/v1/jobs", headers=auth(tokens["acme-analyst"]), json={
-        "agreement": ACME_REC, "sql": f"SELECT [{values}] AS l FROM flights",
+        "agreement": ACME_REC, "sql": f"SELECT {{{values}}} AS l FROM flights",
         "wait_ms": 30000})
     assert response.status_code == 200, response.text[:500]
     assert len(response.json()["rows"]) == 4_000

@@ -56,6 +56,12 @@ def test_aggregate_query_result_receipt_and_audit_event_match(
     assert event["hash"] == receipt["event_hash"]
     assert event["subjects"]["job"] == body["job"]
     assert event["details"]["rows_returned"] == len(expected)
+    # The holder reads this event in the receipt: nothing there says how many groups fell
+    # below k (round four of the red team read it there).
+    job_receipt = client.get(f"/v1/jobs/{body['job']}/receipt",
+                             headers=auth(tokens["acme-analyst"])).json()
+    assert "suppressed" not in json.dumps(job_receipt)
+    assert "suppressed" not in json.dumps(event)
 
 
 def test_receipt_verifies_offline_once_sealed_and_forgeries_fail(
@@ -186,6 +192,8 @@ def test_channel_and_bad_input(client: TestClient, tokens: dict[str, str]) -> No
         assert response.json()["detail"].startswith(field)
 
 
+# Records mode: aggregate mode refuses a many-to-many join like this one (it multiplies
+# rows until the timeout).
 SLOW = ("SELECT a.carrier, count(*) AS n FROM flights a JOIN flights b "
         "ON a.carrier = b.carrier GROUP BY a.carrier")
 
@@ -194,7 +202,7 @@ def test_suspending_a_dataset_stops_a_running_job_and_later_ones(
         client: TestClient, tokens: dict[str, str]) -> None:
     headers = auth(tokens["acme-analyst"])
     started = client.post("/v1/jobs", headers=headers, json={
-        "agreement": ACME_AGG, "sql": SLOW, "wait_ms": 0})
+        "agreement": ACME_REC, "sql": SLOW, "wait_ms": 0})
     assert started.status_code == 202, started.text
     job = started.json()["id"]
     deadline = time.monotonic() + 20
@@ -217,7 +225,7 @@ def test_suspending_a_dataset_stops_a_running_job_and_later_ones(
         later = client.post("/v1/jobs", headers=headers, json={
             "agreement": ACME_AGG, "sql": DELAYS})
         assert later.status_code == 403 and later.json()["code"] == "dataset_suspended"
-        failed = _events(client, tokens, agreement=ACME_AGG, action="query.failed")
+        failed = _events(client, tokens, agreement=ACME_REC, action="query.failed")
         assert any(e["subjects"]["job"] == job
                    and e["details"].get("rejection_code") == "dataset_suspended" for e in failed)
         refused = _events(client, tokens, agreement=ACME_AGG, action="query.rejected")

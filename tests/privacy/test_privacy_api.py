@@ -119,7 +119,9 @@ def test_noise_budget_and_cache_through_the_gateway(gateway) -> None:  # type: i
     assert first.status_code == 200, first.text
     privacy = first.json()["privacy"]
     assert privacy["epsilon_charged"] == 1.0 and privacy["budget"]["remaining"] == 2.0
-    assert privacy["columns"]["n"]["scale"] == pytest.approx(2.0)  # 1 row / (1.0 / 2)
+    # 1 row / (1.0 / 3): two noisy columns and the noisy entity counts share epsilon.
+    assert privacy["columns"]["n"]["scale"] == pytest.approx(3.0)
+    assert privacy["threshold_scale"] == pytest.approx(3.0)
     again = query(gateway, "lin", NOISY, sql)
     assert again.json()["rows"] == first.json()["rows"]  # no fresh noise to average
     assert again.json()["privacy"]["cached"] and again.json()["privacy"]["epsilon_charged"] == 0

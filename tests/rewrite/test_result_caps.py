@@ -83,8 +83,9 @@ def test_array_agg_per_group_is_cut_to_the_rows_that_fit(
         demo_mounts: list[DatasetMount]) -> None:
     sql = "SELECT carrier, array_agg(dep_delay) AS d FROM {flights} GROUP BY carrier " \
           "ORDER BY carrier"
-    raw, _ = _direct(sql, demo_mounts, result_cells=10**9)
-    table, truncated = _direct(sql, demo_mounts, result_cells=100_000)
+    # max_rows out of the way: a list of n values also counts as n rows (see below).
+    raw, _ = _direct(sql, demo_mounts, result_cells=10**9, max_rows=10**9)
+    table, truncated = _direct(sql, demo_mounts, result_cells=100_000, max_rows=10**9)
     assert truncated and 0 < table.num_rows < raw.num_rows
     cells = row_cells(raw)  # the largest prefix: one row more would not fit
     assert cells[:table.num_rows + 1].sum() > 100_000 >= cells[:table.num_rows].sum()
@@ -244,9 +245,19 @@ def test_flat_results_are_cut_by_width() -> None:
 
 
 def test_max_rows_and_cells_both_hold() -> None:
-    rewritten = _rewritten(Mode.records, max_rows=2, result_cells=1_000)
+    # Each row holds a list of three values: it counts as three rows.
+    rewritten = _rewritten(Mode.records, max_rows=7, result_cells=1_000)
     released = postcheck(_four_cells_a_row(), rewritten)
     assert released.table.num_rows == 2 and released.truncated
+
+
+def test_a_list_of_n_values_counts_as_n_rows() -> None:
+    """``max(x, 1000)`` or a list of quantiles held a thousand records in one row."""
+    with pytest.raises(ResultWithheld, match="counts for 3 rows"):
+        postcheck(_four_cells_a_row(), _rewritten(Mode.records, max_rows=2, result_cells=1_000))
+    released = postcheck(_four_cells_a_row(), _rewritten(Mode.records, max_rows=15,
+                                                           result_cells=1_000))
+    assert released.table.num_rows == 5 and not released.truncated
 
 
 # -- the streaming path of the job service ----------------------------------------------
@@ -291,7 +302,7 @@ def test_streaming_withholds_when_the_first_row_does_not_fit() -> None:
 
 def test_streaming_keeps_the_row_cap_across_batches() -> None:
     stream = _Stream(_batches(10, 3))
-    rewritten = _rewritten(Mode.records, max_rows=5, result_cells=1_000)
+    rewritten = _rewritten(Mode.records, max_rows=15, result_cells=1_000)  # 3 a row
     batches, schema = JobService._checked_stream(stream, rewritten)
     assert pa.Table.from_batches(list(batches), schema=schema).num_rows == 5
 
