@@ -126,7 +126,10 @@ class Dataset(Strict):
     @field_validator("unique_keys")
     @classmethod
     def _keys_are_columns(cls, keys: list[list[str]], info: ValidationInfo) -> list[list[str]]:
-        names = {c.name for c in info.data.get("columns") or []}
+        columns: list[Column] | None = info.data.get("columns")
+        if columns is None:
+            return keys  # the columns' own error says what is wrong
+        names = {c.name for c in columns}
         for key in keys:
             unknown = sorted(set(key) - names)
             if not key or unknown:

@@ -70,7 +70,7 @@ CASES = [
     Broken("duplicate_key", SCEN, "mode: aggregate", "mode: aggregate\nmode: records", 5, "",
            r"duplicate key 'mode'"),
     Broken("bad_sensitivity", "datasets/planes.yaml", "sensitivity: identifier",
-           "sensitivity: secret", 20, "columns[0].sensitivity", r"'public', 'quasi-identifier'"),
+           "sensitivity: secret", 22, "columns[0].sensitivity", r"'public', 'quasi-identifier'"),
     Broken("entity_key_not_a_column", "datasets/planes.yaml", "entity_key: tailnum",
            "entity_key: registration", 15, "entity_key", r"'registration' is not one of"),
     Broken("tampered_agreement", AGR, "purpose: 'Route planning:", "purpose: 'Route planning "
