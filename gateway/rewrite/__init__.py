@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 
 from gateway.errors import DsbError, QueryRejected
 from gateway.rewrite.apply_masks import apply_masks
@@ -80,10 +81,14 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+DUCKDB = Dialect.get_or_raise("duckdb")
+
+
 def _generate(tree: exp.Expr) -> str:
     # identify=True quotes every identifier, so DuckDB reads each name exactly as
     # sqlglot did; comments are dropped (a comment is text the engine would see).
-    return tree.sql(dialect="duckdb", identify=True, comments=False)
+    # copy=False: the tree is not used again, and copying it was a third of the time.
+    return DUCKDB.generate(tree, copy=False, identify=True, comments=False)
 
 
 def _redacted(sql: str, salt: str) -> str:

@@ -28,6 +28,7 @@ it) are refused as ``too_complex``, and so is anything that still recurses too d
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 
 from sqlglot import Token, TokenType, exp
@@ -59,9 +60,14 @@ DUCKDB = Dialect.get_or_raise("duckdb")
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _check_characters(sql: str) -> None:
     if len(sql) > MAX_SQL_CHARS:
         raise QueryRejected("parse_error", f"statement longer than {MAX_SQL_CHARS} characters")
+    if sql.isascii() and not _ASCII_CONTROL.search(sql):
+        return  # the common case, without a Python loop over every character
     for offset, char in enumerate(sql):
         if char in _ASCII_SPACE:
             continue
