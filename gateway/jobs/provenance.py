@@ -49,7 +49,7 @@ def _objection_marks(store: Store | None, ids: list[str]) -> dict[str, list[dict
 def citation(datasets: list[dict[str, Any]], job: Job, receipt: dict[str, Any] | None) -> str:
     sources = "; ".join(d["citation"] for d in datasets if d.get("citation"))
     when = (job.finished_at or job.created_at).date().isoformat()
-    audit = f", audit event #{receipt['sequence']}" if receipt and "sequence" in receipt else ""
+    audit = f", audit event #{receipt['seq']}" if receipt and "seq" in receipt else ""
     return (f"Source: {sources}. Accessed {when} under data-use agreement {job.agreement_id} "
             f"(job {job.id}{audit}).")
 

