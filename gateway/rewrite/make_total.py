@@ -8,16 +8,16 @@ says whether the condition holds, whatever k and suppression do afterwards.
 So, after every other rule has shaped the statement (the hidden counting columns
 included, since they copy the user's conditions), every expression without an aggregate
 inside that could raise is wrapped in DuckDB's ``try()`` (an error becomes NULL),
-innermost first. Aggregates get arguments they cannot fail on: sums and averages over
-a type that cannot overflow (a stored small integer, floating or DECIMAL(<=18) column,
-else DOUBLE, which saturates at infinity), variances and regressions over values up to
-``MOMENT_BOUND`` (DuckDB refuses a non-finite result), logical aggregates over
-``TRY_CAST(... AS BOOLEAN)``. Plainly safe steps stay bare, so that DuckDB still pushes filters into
-the scan: columns, literals, total functions (``allowlists.total_function``), logic over
-predicates, and comparisons that convert no value row by row (a column with a literal
-that fits its type, two columns of one kind of type). Aggregates themselves are made
-total by ``total_aggregates``; sizes are bounded by ``bound_sizes`` (``try()`` does not
-catch running out of memory or time).
+innermost first. Aggregates get arguments they cannot fail on, and that cannot make
+a result infinite or NaN (either would mark one row of a large group): sums and averages
+stay exact over stored integers and DECIMAL(<=18), and otherwise, like variances and
+regressions, see finite DOUBLEs up to ``MOMENT_BOUND`` (others count as NULL); logical
+aggregates see ``TRY_CAST(... AS BOOLEAN)``. Plainly safe steps stay bare, so that
+DuckDB still pushes filters into the scan: columns, literals, total functions
+(``allowlists.total_function``), logic over predicates, and comparisons that convert no
+value row by row (a column with a literal that fits its type, two columns of one kind of
+type). What stands above aggregates is made total by ``total_aggregates``; sizes are
+bounded by ``bound_sizes`` (``try()`` does not catch running out of memory or time).
 
 ``tests/rewrite/totality_probe.py`` calls every allowed function, operator and aggregate
 with extreme values of every type and checks that success never depends on the data;
@@ -54,14 +54,16 @@ MOMENTS: tuple[type[exp.Expr], ...] = (
     exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance, exp.VariancePop, exp.Corr,
     exp.CovarPop, exp.CovarSamp, exp.RegrSlope, exp.RegrIntercept, exp.RegrR2,
 )
-# Values of larger magnitude are left out of second moments: squares of up to 1e30 summed
-# over any feasible number of rows stay finite.
+# Values of larger magnitude, and infinities and NaN, are left out of sums, averages and
+# second moments: squares of up to 1e30 summed over any feasible number of rows stay
+# finite, and no result can be inf or NaN, which would tell whether any one row of a
+# large group passed a threshold (``sum((x - c) * 1e300 * 1e300)`` is NaN or -inf).
 MOMENT_BOUND = 1e15
-# Declared column types whose exact sum cannot overflow for any feasible number of rows.
+# Declared column types whose exact sum cannot overflow for any feasible number of rows
+# (floating types are bounded instead: a stored inf or NaN would mark its row's groups).
 EXACT_SUM_TYPES = frozenset({
     "TINYINT", "SMALLINT", "INTEGER", "INT", "INT1", "INT2", "INT4", "INT8", "BIGINT",
-    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "BOOLEAN", "BOOL", "DOUBLE", "FLOAT",
-    "REAL", "FLOAT4", "FLOAT8",
+    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "BOOLEAN", "BOOL",
 })
 MAX_EXACT_DECIMAL_PRECISION = 18
 # CTEs a column is traced through to its stored column, at most.
@@ -308,7 +310,8 @@ def _bounded(node: exp.Expr) -> exp.Expr:
 
 
 def bound_aggregates(tree: exp.Expr, state: State) -> bool:
-    """Sums over DOUBLE unless exact summing cannot overflow; moments over bounded values."""
+    """Sums exact where they cannot overflow (stored integers and small decimals), else
+    over bounded finite DOUBLEs, like moments; logical aggregates over booleans."""
     changed = False
     for call in list(tree.find_all(exp.Func)):
         sum_family = isinstance(call, SUM_FAMILY) or (
@@ -321,10 +324,8 @@ def bound_aggregates(tree: exp.Expr, state: State) -> bool:
             if isinstance(call, LOGICAL):
                 argument.replace(exp.TryCast(this=argument.copy(),
                                              to=exp.DataType.build("BOOLEAN")))
-            elif isinstance(call, MOMENTS):
-                argument.replace(_bounded(argument.copy()))
             else:
-                argument.replace(_as_double(argument.copy()))
+                argument.replace(_bounded(argument.copy()))
             changed = True
     return changed
 
@@ -382,8 +383,9 @@ def make_total(state: State) -> None:
         return
     tree = state.query
     if bound_aggregates(tree, state):
-        state.note("make_total", "sums of computed values are taken in DOUBLE and "
-                   f"variances ignore values beyond ±{MOMENT_BOUND:g}: they cannot overflow")
+        state.note("make_total", "sums, averages and variances of computed or floating "
+                   f"values ignore values beyond ±{MOMENT_BOUND:g}, infinities and NaN: they "
+                   "cannot overflow")
     wrapped = wrap_failing(tree, Families(state))
     if any(not _hidden(node) for node in wrapped):  # the hidden columns' own steps aside
         state.note("make_total", "expressions that could fail on some value wrapped in "

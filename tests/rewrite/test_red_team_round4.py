@@ -147,3 +147,42 @@ def test_like_with_escape_runs(run_sql, pattern: str) -> None:  # type: ignore[n
                          f"carrier LIKE {pattern} ESCAPE '\\' GROUP BY origin")
     if pattern == "'U%'":
         assert rows
+
+
+# -- round five: infinities as an OR over the rows of a large group ----------------------
+# ``sum((dep_delay - c) * 1e300 * 1e300)``: every row is non-zero (it counts towards k and
+# moves the sum), and the sum is NaN if any row is above c, -inf otherwise; grouped by
+# each character of the masked tail number, it spelled one aircraft's hash.
+
+THRESHOLD = 1301 - 0.5  # the largest dep_delay is 1301: one flight is above
+INFINITIES = [
+    "sum((dep_delay - {c}) * 1e300 * 1e300)",
+    "avg((dep_delay - {c}) * 1e300 * 1e300)",
+    "sum(CAST(dep_delay - {c} AS DOUBLE) * 1e308 * 10)",
+    "fsum((dep_delay - {c}) * 1e300 * 1e300)",
+    "sumkahan((dep_delay - {c}) * 1e300 * 1e300)",
+    "favg((dep_delay - {c}) * 1e300 * 1e300)",
+    "sum(exp(dep_delay - {c} + 700))",
+    "avg(pow(10, (dep_delay - {c}) * 400))",
+    "sum((dep_delay > {c})::INT * 'inf'::DOUBLE)",
+    "sum(CASE WHEN dep_delay > {c} THEN 'nan'::DOUBLE ELSE 1 END)",
+    "var_samp((dep_delay - {c}) * 1e300 * 1e300)",
+    "sum(dep_delay * 1e307 + dep_delay * 1e307)",
+]
+
+
+@pytest.mark.parametrize("template", INFINITIES)
+def test_no_release_is_infinite_or_nan(run_sql, template: str) -> None:  # type: ignore[no-untyped-def]
+    import math
+
+    answers = []
+    for c in (THRESHOLD, THRESHOLD + 1):
+        try:
+            rows, _, _ = run_sql("flights-aggregate", "SELECT substr(tailnum, 1, 1) AS p, "
+                                 f"{template.format(c=c)} AS v FROM flights GROUP BY 1 ORDER BY 1")
+        except QueryRejected:
+            return  # refused whatever the constant: no oracle
+        assert all(r["v"] is None or math.isfinite(r["v"]) for r in rows), rows
+        answers.append([r["p"] for r in rows if r["v"] is None])
+    # Which groups come out empty must not depend on the one flight above the threshold.
+    assert answers[0] == answers[1]
