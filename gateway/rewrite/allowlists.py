@@ -58,7 +58,7 @@ ANONYMOUS_SCALARS: frozenset[str] = frozenset({
 
 # Totality, for aggregate mode: a scalar that can raise for some input values is
 # *partial* (the error itself would answer a question about a row) and is wrapped in
-# ``try()`` by ``guard_isolation``; every other scalar above is *total*. Arithmetic
+# ``try()`` by ``make_total``; every other scalar above is *total*. Arithmetic
 # operators are partial too (overflow). ``tests/rewrite/totality_probe.py`` calls every
 # allowed function with extreme values of every type and checks this classification.
 PARTIAL: frozenset[type[exp.Expr]] = frozenset({

@@ -11,7 +11,7 @@ with ``too_complex``. Lengths and counts are constants: ``lpad(x, 5, '0')``.
     >>> from gateway.rewrite.parse_statement import parse
     >>> from sqlglot.optimizer.scope import build_scope
     >>> q = parse("WITH a AS (SELECT x || x AS x FROM t) SELECT count(lpad(a.x, 4, '0')) FROM a")
-    >>> bound = Bounds(_derived)
+    >>> bound = Bounds(derived_projection)
     >>> bound.select(build_scope(q))
     >>> bound.worst
     Size(growth=2.0, constant=64.0)
@@ -165,7 +165,9 @@ class Bounds:
         return SCALAR
 
 
-def _derived(column: exp.Column, scope: Scope) -> tuple[exp.Expr, Scope] | None:
+def derived_projection(column: exp.Column, scope: Scope) -> tuple[exp.Expr, Scope] | None:
+    """The projection a column of ``scope`` reads from a CTE or subquery, and its scope;
+    None for a column of a table."""
     source = scope.sources.get(column.table)
     if not isinstance(source, Scope) or not isinstance(source.expression, exp.Select):
         return None
@@ -180,4 +182,4 @@ def bound_sizes(state: State) -> None:
         return
     root = build_scope(state.query)
     if root is not None:
-        Bounds(_derived).select(root)
+        Bounds(derived_projection).select(root)

@@ -37,10 +37,11 @@ import re
 from collections.abc import Callable
 
 from sqlglot import exp
-from sqlglot.optimizer.scope import Scope, build_scope
+from sqlglot.optimizer.scope import build_scope
 
 from gateway.policy.models import Mode
 from gateway.rewrite.allowlists import call_arguments, is_aggregate_call, total_function
+from gateway.rewrite.bound_sizes import derived_projection
 from gateway.rewrite.context import State
 
 # Sums and averages: DuckDB adds these exactly (HUGEINT or DECIMAL(38)) and fails on
@@ -347,14 +348,10 @@ class Families:
             source = scope.sources.get(column.table) if scope is not None else None
             if isinstance(source, exp.Table) and id(source) in self.refs:
                 return _family(column, self.state)
-            if not isinstance(source, Scope) or not isinstance(source.expression, exp.Select):
+            found = derived_projection(column, scope) if scope is not None else None
+            if found is None or not isinstance(found[0], exp.Column):
                 return None
-            projection = next((p for p in source.expression.selects
-                               if p.alias_or_name.lower() == column.name.lower()), None)
-            stored = projection.unalias() if projection is not None else None
-            if not isinstance(stored, exp.Column):
-                return None
-            column = stored
+            column = found[0]
         return None
 
 
