@@ -77,6 +77,7 @@ from gateway.rewrite.allowlists import (
     is_aggregate_call,
 )
 from gateway.rewrite.context import State, reject, snippet
+from gateway.rewrite.identifying_columns import IdentifierGuard, identifying_columns
 from gateway.rewrite.parse_statement import too_complex
 from gateway.rewrite.resolve_tables import resolve_tables
 
@@ -598,6 +599,8 @@ def compile_aggregate(state: State) -> None:
     compiler = Compiler(state)
     state.form = compiler.compile(root)
     _compile_subqueries(compiler, root)
+    IdentifierGuard(identifying_columns(state),
+                    lambda column, scope: compiler.column(column, scope).sources).check(root)
 
 
 def describe_form(form: AggregateForm, indent: str = "") -> list[str]:

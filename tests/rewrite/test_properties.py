@@ -29,7 +29,7 @@ KNOWN_CODES = {
     "forbidden_function", "forbidden_syntax", "not_aggregated", "row_level_aggregate",
     "forbidden_grouping", "forbidden_join", "forbidden_subquery", "reserved_name",
     "isolating_aggregate", "not_analyzable", "noise_unsupported", "order_by_not_output",
-    "too_complex",
+    "too_complex", "identifying_column",
 }
 MAIN = {"flights-aggregate": "flights", "flights-records": "flights",
         "residents-aggregate": "residents", "residents-aggregate-exact": "residents",
