@@ -27,6 +27,7 @@ from gateway.errors import DsbError, QueryRejected
 from gateway.rewrite.apply_masks import apply_masks
 from gateway.rewrite.bound_contributions import bound_contributions
 from gateway.rewrite.bound_joins import bound_joins
+from gateway.rewrite.bound_packing import bound_packing
 from gateway.rewrite.bound_sizes import bound_sizes
 from gateway.rewrite.cap_rows import cap_rows
 from gateway.rewrite.check_functions import check_functions
@@ -68,6 +69,7 @@ RULES: tuple[Rule, ...] = (
     compile_aggregate,
     bound_sizes,
     bound_joins,
+    bound_packing,
     total_aggregates,
     guard_isolation,
     enforce_min_group,

@@ -101,26 +101,35 @@ class Joins:
     def check(self, select: exp.Select) -> None:
         from_ = select.args.get("from_")
         sources: dict[str, exp.Expr] = {}
+        # Sources whose rows appear at most once in the rows joined so far. A table joined
+        # as the "one" side (planes by tailnum) repeats once per flight, so it no longer
+        # vouches for a later join: flights f JOIN planes p ... JOIN flights f2 ON
+        # f2.tailnum = p.tailnum pairs every flight of an aircraft with every other.
+        once: set[str] = set()
         if from_ is not None:
             sources[from_.this.alias_or_name.lower()] = from_.this
+            once.add(from_.this.alias_or_name.lower())
         for join in select.args.get("joins") or []:
             right = join.this
             name = right.alias_or_name.lower()
             using = {i.name.lower() for i in join.args.get("using") or []}
             if using:
-                ok = self.unique_on(right, using) or (
-                    len(sources) == 1 and self.unique_on(next(iter(sources.values())), using))
+                theirs = {t: using for t in sources}
+                mine = using
             else:
-                mine: set[str] = set()
-                theirs: dict[str, set[str]] = {}
+                mine = set()
+                theirs = {}
                 for left, other in equated(join):
                     for a, b in ((left, other), (other, left)):
                         if a.table.lower() == name and b.table.lower() != name:
                             mine.add(a.name.lower())
                             theirs.setdefault(b.table.lower(), set()).add(b.name.lower())
-                ok = self.unique_on(right, mine) or any(
-                    table in sources and self.unique_on(sources[table], cols)
-                    for table, cols in theirs.items())
+            ok = self.unique_on(right, mine)
+            if not ok and any(table in once and table in sources
+                              and self.unique_on(sources[table], cols)
+                              for table, cols in theirs.items()):
+                # The new table is the "many" side: now only its rows appear once.
+                ok, once = True, {name}
             if not ok:
                 raise reject("forbidden_join",
                              f"{snippet(join)} could match many rows to many: in aggregate "

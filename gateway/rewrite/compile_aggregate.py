@@ -80,6 +80,7 @@ from gateway.rewrite.context import State, reject, snippet
 from gateway.rewrite.identifying_columns import IdentifierGuard, identifying_columns
 from gateway.rewrite.parse_statement import too_complex
 from gateway.rewrite.resolve_tables import resolve_tables
+from gateway.rewrite.value_scale import scale_of
 
 INDICATOR = "dsb_indicator"  # node.meta: this node is a condition used as a number
 CATEGORIES = "dsb_categories"  # node.meta: constant values a category column takes
@@ -244,6 +245,7 @@ class Compiler:
         distinct = isinstance(call.this, exp.Distinct)
         for arg in call_arguments(call):
             measure |= self.value(arg, scope, call)
+            scale_of(arg, scope)
         if over_groups and not isinstance(call, OVER_GROUPS):
             raise reject("not_analyzable",
                          f"{function}() over the groups of an inner aggregate query "

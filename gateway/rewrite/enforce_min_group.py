@@ -42,6 +42,7 @@ from gateway.rewrite.context import (
 )
 from gateway.rewrite.entity_sets import sets_column
 from gateway.rewrite.guard_isolation import branch_conditions
+from gateway.rewrite.make_total import MOMENT_BOUND
 
 Hidden = list[tuple[str, str]]  # (source alias, hidden column name)
 # Aggregates whose value every non-zero row moves (the rest only by being non-NULL).
@@ -405,9 +406,16 @@ def _rows_where(call: exp.Expr, *, nonzero: bool) -> exp.Expr | None:
     for arg in call_arguments(call):
         if not isinstance(arg, exp.Literal):
             if nonzero:
+                # Not zero, and inside the bound beyond which make_total's sums ignore a
+                # value: a row that is ignored moved nothing (red team round 7 pushed
+                # every other row past the bound with x + (t - c) * 1e20).
                 number = exp.TryCast(this=arg.copy(), to=exp.DataType.build("DOUBLE"))
-                moved = exp.NEQ(this=number, expression=exp.Literal.number(0))
-                args.append(exp.Coalesce(this=moved, expressions=[exp.false()]))
+                moved = exp.and_(
+                    exp.NEQ(this=number, expression=exp.Literal.number(0)),
+                    exp.LTE(this=exp.Abs(this=number.copy()),
+                            expression=exp.Literal.number(MOMENT_BOUND)))
+                args.append(exp.Coalesce(this=exp.Paren(this=moved),
+                                         expressions=[exp.false()]))
             else:
                 args.append(exp.Not(this=exp.Is(this=arg.copy(), expression=exp.Null())))
     parent = call.parent

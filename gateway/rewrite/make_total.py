@@ -266,6 +266,52 @@ def wrap_failing(tree: exp.Expr, family: ColumnFamily = _no_family) -> list[exp.
     return wrapped
 
 
+GROUP_LEVEL_CLAUSES = frozenset({"expressions", "having", "order"})
+
+
+def group_level(wrapped: exp.Expr) -> None:
+    """``TRY()`` over a group key in a grouped select, e.g. ``TRY(CAST(carrier AS INT))``
+    with ``GROUP BY carrier``, fails to bind in DuckDB 1.5 (an internal error). Computed
+    per row under ``ANY_VALUE`` instead it binds, and gives the same value: an expression
+    of the group keys alone is constant within the group."""
+    node = wrapped.parent  # the TRY() wrapper
+    while node is not None and not isinstance(node, exp.Select):
+        if isinstance(node, (exp.Window, exp.Filter)) or _is_any_value(node) or (
+                isinstance(node, exp.Func) and is_aggregate_call(node)):
+            return  # computed per row, inside an aggregate or its FILTER: binds as it is
+        node = node.parent
+    select = node
+    if not isinstance(select, exp.Select) or not _aggregating(select):
+        return
+    top = wrapped.parent
+    if top is None:
+        return
+    while (top.parent is not select and top.parent is not None
+           and not isinstance(top.parent, (exp.Alias, exp.Ordered, exp.Having, exp.Order))
+           and not _holds_aggregate(top.parent) and not _is_branch(top.parent)):
+        top = top.parent
+    clause = top
+    while clause.parent is not select and clause.parent is not None:
+        clause = clause.parent
+    if clause.arg_key not in GROUP_LEVEL_CLAUSES or _is_any_value(top.parent):
+        return
+    wrapper = exp.Anonymous(this="any_value", expressions=[])
+    top.replace(wrapper)
+    wrapper.set("expressions", [top])
+
+
+def _is_any_value(node: exp.Expr | None) -> bool:
+    return isinstance(node, exp.Anonymous) and node.name.lower() == "any_value"
+
+
+def _aggregating(select: exp.Select) -> bool:
+    """Grouped, or aggregating into one row (a window function does neither)."""
+    if select.args.get("group") is not None:
+        return True
+    return any(isinstance(n, exp.Func) and is_aggregate_call(n) for p in select.selects
+               for n in p.walk(prune=lambda n: isinstance(n, (exp.Window, exp.Query))))
+
+
 def _source(column: exp.Column, state: State) -> tuple[str, str, str | None] | None:
     """(declared type, dataset id, mask kind) of a column read straight from a dataset,
     not through a CTE or subquery; None otherwise."""
@@ -384,6 +430,8 @@ def make_total(state: State) -> None:
                    f"values ignore values beyond ±{MOMENT_BOUND:g}, infinities and NaN: they "
                    "cannot overflow")
     wrapped = wrap_failing(tree, Families(state))
+    for node in wrapped:
+        group_level(node)
     if any(not _hidden(node) for node in wrapped):  # the hidden columns' own steps aside
         state.note("make_total", "expressions that could fail on some value wrapped in "
                    "TRY(): a value that would raise an error gives NULL instead")

@@ -80,7 +80,11 @@ SWITCHES = [
 
 @pytest.mark.parametrize("sql", SWITCHES)
 def test_joint_cases_of_conditions_are_counted(run_sql, sql: str) -> None:  # type: ignore[no-untyped-def]
-    rows, report, _ = run_sql("residents-aggregate-exact", sql)
+    try:
+        rows, report, _ = run_sql("residents-aggregate-exact", sql)
+    except QueryRejected as exc:  # huge constant factors are refused outright now
+        assert exc.code == "isolating_aggregate"
+        return
     assert rows == [] and report.suppressed_groups >= 1
 
 

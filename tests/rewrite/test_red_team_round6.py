@@ -130,3 +130,24 @@ def test_values_of_the_key_are_never_released(make_ctx, sql: str) -> None:  # ty
 def test_joins_and_null_tests_on_the_key_still_answer(run_sql, sql: str) -> None:  # type: ignore[no-untyped-def]
     rows, _, _ = run_sql(FA, sql)
     assert rows
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 'x' || carrier AS c, count(*) AS n FROM flights GROUP BY carrier",
+    "SELECT CAST(carrier AS INT) AS c, count(*) AS n FROM flights GROUP BY carrier",
+    "SELECT CAST(dest AS INT) + count(*) AS c FROM flights GROUP BY dest",
+    "SELECT upper(carrier) AS c, count(*) AS n FROM flights GROUP BY upper(carrier)",
+    "SELECT origin, count(*) AS n FROM flights GROUP BY origin "
+    "HAVING TRY_CAST(origin AS INT) IS NULL ORDER BY 1",
+    "SELECT CAST(hour AS VARCHAR) || 'h' AS h, avg(dep_delay) AS d FROM flights GROUP BY hour "
+    "ORDER BY CAST(hour AS VARCHAR) || 'h'",
+    "SELECT CASE WHEN carrier = 'UA' THEN 'united' ELSE CAST(carrier AS INT) END AS c, "
+    "count(*) AS n FROM flights GROUP BY carrier",
+    "SELECT CAST(carrier AS INT) AS c, count(*) AS n FROM flights GROUP BY carrier "
+    "HAVING CAST(carrier AS INT) IS NULL ORDER BY CAST(carrier AS INT)",
+])
+def test_expressions_of_group_keys_run(run_sql, sql: str) -> None:  # type: ignore[no-untyped-def]
+    # Round 6 oddity: TRY() around a group key failed to bind in DuckDB (an internal
+    # error, execution_failed); the same value is now computed under ANY_VALUE.
+    rows, _, _ = run_sql(FA, sql)
+    assert rows
