@@ -45,6 +45,7 @@ from rewrite_support import tpch_build, tpch_queries  # noqa: E402
 from gateway.access.accounts import Role, add_user, issue_token  # noqa: E402
 from gateway.datasets.keys import create_master_key  # noqa: E402
 from gateway.datasets.publish import publish  # noqa: E402
+from gateway.jobs.timing import parse_header  # noqa: E402
 from gateway.policy.loading import load_policies  # noqa: E402
 from gateway.policy.models import Agreement, Holder  # noqa: E402
 from gateway.policy.signing import generate_keypair, load_private_key, sign  # noqa: E402
@@ -156,7 +157,10 @@ def bench_tpch(base: str, token: str, mounts: list[Any], runs: int) -> None:
 
 
 async def load(url: str, headers: dict[str, str], body: dict[str, Any] | None, clients: int,
-               seconds: float) -> tuple[int, int]:
+               seconds: float, stages: dict[str, list[float]] | None = None
+               ) -> tuple[int, int]:
+    """Requests answered 200 and not; each answer's latency and ``Server-Timing`` stages
+    (ms) are appended to ``stages`` when given."""
     ok = failed = 0
     stop = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients)
@@ -164,12 +168,18 @@ async def load(url: str, headers: dict[str, str], body: dict[str, Any] | None, c
         async def worker() -> None:
             nonlocal ok, failed
             while time.monotonic() < stop:
+                start = time.perf_counter()
                 if body is None:
                     response = await client.get(url)
                 else:
                     response = await client.post(url, json=body)
                 if response.status_code == 200:
                     ok += 1
+                    if stages is not None:
+                        seen = parse_header(response.headers.get("server-timing", ""))
+                        seen["client"] = (time.perf_counter() - start) * 1000
+                        for name, ms in seen.items():
+                            stages.setdefault(name, []).append(ms)
                 else:
                     failed += 1
 
@@ -187,12 +197,26 @@ def count_executed(settings: Settings) -> int:
 def bench_small(base: str, token: str, settings: Settings, clients: int, seconds: float) -> None:
     before = count_executed(settings)
     body = {"agreement": AGREEMENT, "sql": SMALL, "wait_ms": 30_000}
+    stages: dict[str, list[float]] = {}
     ok, failed = asyncio.run(load(f"{base}/v1/jobs", {"Authorization": f"Bearer {token}"},
-                                  body, clients, seconds))
+                                  body, clients, seconds, stages))
     events = count_executed(settings) - before
     print(f"(b) small queries, {clients} clients, {seconds:.0f} s: {ok / seconds:.0f} queries/s "
           f"(target >= 300), {failed} failed; query.executed events {events} for {ok} "
           f"answered ({'equal' if events == ok else 'NOT equal'})")
+    print_stages(stages)
+
+
+def print_stages(stages: dict[str, list[float]]) -> None:
+    """p50 per stage of the job path (the gateway's Server-Timing), and what is left of
+    the client's latency: HTTP, authentication, serialisation and waiting for a worker."""
+    if not stages.get("client"):
+        return
+    p50 = {name: statistics.median(values) for name, values in stages.items()}
+    inside = sum(ms for name, ms in p50.items() if name != "client")
+    parts = [f"{name} {ms:.1f}" for name, ms in p50.items() if name != "client"]
+    print(f"    p50 ms per stage: {', '.join(parts)}; outside the job path "
+          f"{max(p50['client'] - inside, 0):.1f}; client latency {p50['client']:.1f}")
 
 
 def bench_datasette(home: Path, clients: int, seconds: float) -> None:

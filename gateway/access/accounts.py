@@ -115,19 +115,33 @@ def authenticate(store: Store, token: str | None) -> Principal:
         raise Unauthenticated("missing bearer token (Authorization: Bearer dsb_...)")
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthenticated("malformed token")
+    found = store.cache.get(("token", digest(token)), lambda: _token_state(store, token))
+    if found is None:
+        raise Unauthenticated("unknown token")
+    revoked, expires_at, disabled, principal = found
+    if revoked:
+        raise Unauthenticated("token revoked", code="token_revoked")
+    if expires_at is not None and expires_at <= utcnow():
+        raise Unauthenticated("token expired", code="token_expired")
+    if disabled or principal is None:
+        raise Unauthenticated("account disabled", code="account_disabled")
+    return principal
+
+
+def _token_state(store: Store, token: str
+                 ) -> tuple[bool, dt.datetime | None, bool, Principal | None] | None:
+    """What ``authenticate`` checks of a token, read in one transaction (cached)."""
     with store.session() as session:
         row = session.scalars(select(ApiToken).where(ApiToken.token_sha256 == digest(token))
                               ).first()
         if row is None:
-            raise Unauthenticated("unknown token")
-        if row.revoked_at is not None:
-            raise Unauthenticated("token revoked", code="token_revoked")
-        if row.expires_at is not None and _aware(row.expires_at) <= utcnow():
-            raise Unauthenticated("token expired", code="token_expired")
+            return None
         user = session.get(User, row.user_id)
-        if user is None or user.disabled_at is not None:
-            raise Unauthenticated("account disabled", code="account_disabled")
-        return principal_of(user, row)
+        if user is None:
+            return row.revoked_at is not None, None, True, None
+        return (row.revoked_at is not None,
+                _aware(row.expires_at) if row.expires_at is not None else None,
+                user.disabled_at is not None, principal_of(user, row))
 
 
 def principal_of(user: User, token: ApiToken) -> Principal:

@@ -8,6 +8,7 @@ on the next query.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -38,12 +39,22 @@ class Usable:
 def status(store: Store, agreement: Agreement, today: dt.date | None = None) -> AgreementStatus:
     with store.session() as session:
         state = session.get(AgreementState, agreement.id)
-    return _effective(agreement, state, today or utcnow().date())
+    return _effective(agreement, AgreementStatus(state.status) if state else None,
+                      today or utcnow().date())
 
 
-def _effective(agreement: Agreement, state: AgreementState | None, today: dt.date
+def _states(store: Store, policies: PolicySet, agreement_id: str, dataset_ids: Iterable[str]
+            ) -> tuple[AgreementStatus | None, dict[str, DatasetStatus]]:
+    """The agreement's stored status (None: as declared) and its datasets' statuses."""
+    with store.session() as session:
+        state = session.get(AgreementState, agreement_id)
+        return (AgreementStatus(state.status) if state else None,
+                catalog.statuses_in(session, policies, dataset_ids))
+
+
+def _effective(agreement: Agreement, stored: AgreementStatus | None, today: dt.date
                ) -> AgreementStatus:
-    current = AgreementStatus(state.status) if state else agreement.status
+    current = stored or agreement.status
     if current is AgreementStatus.active and today > agreement.valid_until:
         return AgreementStatus.expired
     return current
@@ -78,11 +89,12 @@ def check_usable(store: Store, policies: PolicySet, principal: Principal, agreem
             principal.agreement_id not in (None, agreement_id)):
         raise NotFound(f"no agreement {agreement_id!r} for you", code="unknown_agreement")
     scenario = policies.scenario(agreement.scenario)
-    # One read for the agreement's and its datasets' states: this runs twice per query.
-    with store.session() as session:
-        state = session.get(AgreementState, agreement.id)
-        dataset_states = catalog.statuses_in(session, policies, scenario.datasets)
-    current = _effective(agreement, state, now.date())
+    # One read for the agreement's and its datasets' states (cached: this runs twice per
+    # query; a change is seen within the cache's TTL).
+    stored, dataset_states = store.cache.get(
+        ("usable", agreement.id), lambda: _states(store, policies, agreement.id,
+                                                  scenario.datasets))
+    current = _effective(agreement, stored, now.date())
     if current is not AgreementStatus.active:
         raise AgreementUnusable(f"agreement {agreement_id!r} is {current.value}",
                                 code=f"agreement_{current.value}")

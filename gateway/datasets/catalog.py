@@ -55,8 +55,12 @@ def statuses_in(session: Session, policies: PolicySet, dataset_ids: Iterable[str
 
 
 def latest_versions(store: Store, dataset_ids: Iterable[str]) -> dict[str, DatasetVersion]:
-    """Newest published version of each dataset that has one, in one query."""
-    ids = list(dataset_ids)
+    """Newest published version of each dataset that has one (cached: read per query)."""
+    ids = tuple(dataset_ids)
+    return dict(store.cache.get(("latest", ids), lambda: _latest(store, ids)))
+
+
+def _latest(store: Store, ids: tuple[str, ...]) -> dict[str, DatasetVersion]:
     newest: dict[str, DatasetVersion] = {}
     with store.session() as session:
         # A dataset has few versions: ordering them beats a grouped self-join here.

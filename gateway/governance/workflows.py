@@ -69,8 +69,14 @@ def answer_objection(store: Store, policies: PolicySet, who: Principal, objectio
 
 
 def open_marks(store: Store, dataset_ids: Iterable[str]) -> dict[str, list[dict[str, str]]]:
-    """Open objections per dataset, as the marks shown in the catalog and provenance."""
-    ids = list(dataset_ids)
+    """Open objections per dataset, as the marks shown in the catalog and provenance
+    (cached: read for every result)."""
+    ids = tuple(dataset_ids)
+    found = store.cache.get(("marks", ids), lambda: _open_marks(store, ids))
+    return {d: [dict(m) for m in found[d]] for d in ids}
+
+
+def _open_marks(store: Store, ids: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
     marks: dict[str, list[dict[str, str]]] = {d: [] for d in ids}
     if not ids:
         return marks

@@ -16,6 +16,7 @@ from gateway.errors import PRIVACY_REFUSALS, Conflict, ExecutionError
 from gateway.jobs import spool
 from gateway.jobs.provenance import header_value, provenance
 from gateway.jobs.service import JobService
+from gateway.jobs.timing import StageTimer
 from gateway.policy.models import Channel
 from gateway.services import Services
 from gateway.store.models import Job
@@ -137,12 +138,14 @@ def _result(svc: Services, job: Job, format: Formats) -> Response:
              responses={202: {"description": "Accepted; poll the job"},
                         429: {"description": "Daily quota used up (Retry-After)"}})
 def submit(body: JobIn, svc: ServicesDep, who: PrincipalDep) -> Response:
-    job_id = _jobs(svc).submit(who, body.agreement, body.sql, channel_of(who))
+    timer = StageTimer()
+    job_id = _jobs(svc).submit(who, body.agreement, body.sql, channel_of(who), timer)
     _jobs(svc).wait(job_id, body.wait_ms / 1000)
     job = _jobs(svc).get(who, job_id)
     if job.status == "succeeded":
         response = _result(svc, job, body.format)
         response.headers["X-DSB-Job"] = job.id
+        response.headers["Server-Timing"] = timer.header()
         return response
     refusal = PRIVACY_REFUSALS.get(job.error_code) if job.status == "rejected" else None
     if refusal is not None:  # withheld after running (differencing risk, budget): refused

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from gateway.store.state_cache import StateCache
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -25,6 +27,9 @@ class Base(DeclarativeBase):
 class Store:
     engine: Engine
     sessions: sessionmaker[Session]
+    # Shared by every Store of one database in this process, so a write through any of
+    # them (a CLI command in the same process, a test's own store) invalidates it.
+    cache: StateCache = field(default_factory=StateCache)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -71,7 +76,22 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     engine = make_engine(url)
     if migrate:
         upgrade(engine)
-    return Store(engine, sessionmaker(engine, expire_on_commit=False))
+    store = Store(engine, sessionmaker(engine, expire_on_commit=False),
+                  _CACHES.setdefault(engine.url.render_as_string(), StateCache()))
+
+    @event.listens_for(store.sessions, "after_flush")
+    def _state_written(session: Session, _context: Any) -> None:
+        # Job rows are written on every query and are not cached state.
+        if any(getattr(o, "__tablename__", "") not in HOT_TABLES
+               for o in (*session.new, *session.dirty, *session.deleted)):
+            store.cache.invalidate()
+
+    return store
+
+
+_CACHES: dict[str, StateCache] = {}
+# Tables written on every query; writes to any other table make the state cache stale.
+HOT_TABLES = frozenset({"jobs"})
 
 
 def connection_lost(exc: BaseException) -> bool:
