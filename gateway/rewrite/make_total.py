@@ -266,7 +266,7 @@ def wrap_failing(tree: exp.Expr, family: ColumnFamily = _no_family) -> list[exp.
     return wrapped
 
 
-GROUP_LEVEL_CLAUSES = frozenset({"expressions", "having", "order"})
+GROUP_LEVEL_CLAUSES = frozenset({"expressions", "having"})
 
 
 def group_level(wrapped: exp.Expr) -> None:
@@ -295,9 +295,20 @@ def group_level(wrapped: exp.Expr) -> None:
         clause = clause.parent
     if clause.arg_key not in GROUP_LEVEL_CLAUSES or _is_any_value(top.parent):
         return
+    if clause.arg_key == "having" and not _of_group_keys(top, select):
+        # The select list is checked to read group keys alone (enforce_min_group);
+        # HAVING is not, and ANY_VALUE would turn a column outside them into one row's
+        # value: left to fail, whatever the data.
+        return
     wrapper = exp.Anonymous(this="any_value", expressions=[])
     top.replace(wrapper)
     wrapper.set("expressions", [top])
+
+
+def _of_group_keys(node: exp.Expr, select: exp.Select) -> bool:
+    group = select.args.get("group")
+    keys = {k.sql() for k in group.expressions} if group is not None else set()
+    return all(c.sql() in keys for c in node.find_all(exp.Column))
 
 
 def _is_any_value(node: exp.Expr | None) -> bool:
