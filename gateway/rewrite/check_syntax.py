@@ -39,6 +39,11 @@ def check_tree(tree: exp.Expr, *, aggregate: bool) -> None:
             what = "window functions" if kind in (exp.Window, exp.WindowSpec) else node.key.upper()
             code = "row_level_aggregate" if kind is exp.Window else "forbidden_syntax"
             raise reject(code, f"{what} are not allowed in aggregate mode ({snippet(node)})", node)
+        if isinstance(node, exp.With) and node.args.get("recursive"):
+            # A recursive step that appends each next record to a running text packed
+            # the whole table into a hundred rows (red team round 8).
+            raise reject("forbidden_syntax", "WITH RECURSIVE is not allowed: a recursion "
+                         "can fold any number of rows into one; use plain CTEs", node)
         if isinstance(node, exp.Var) and not _VAR.match(node.name):
             raise reject("forbidden_syntax", f"unexpected keyword {node.name!r}", node)
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED:

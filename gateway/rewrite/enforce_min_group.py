@@ -40,7 +40,7 @@ from gateway.rewrite.context import (
     reject,
     snippet,
 )
-from gateway.rewrite.entity_sets import sets_column
+from gateway.rewrite.entity_sets import column_terms, sets_column
 from gateway.rewrite.guard_isolation import branch_conditions
 from gateway.rewrite.make_total import MOMENT_BOUND
 
@@ -208,7 +208,8 @@ class Analyser:
             counts[count.sql()] = count
         for call in aggregates:
             condition = self._contribution(call)
-            for rows in (condition, self._moving(call)):
+            moving = self._moving(call)
+            for rows in (condition, moving, *column_terms(call, condition, moving)):
                 for count in entity_counts(rows) if rows is not None else []:
                     counts.setdefault(count.sql(), count)
             # Each CASE/IF branch inside the aggregate must itself cover k entities, or

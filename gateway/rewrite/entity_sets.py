@@ -61,11 +61,58 @@ def terms(call: exp.Expr, contribution: exp.Expr | None,
     measures = measure(call)
     out: list[tuple[exp.Expr | None, list[str]]] = [
         (moving if moving is not None else contribution, measures)]
+    out += [(condition, measures)
+            for condition in column_terms(call, contribution, moving)]
     for branch in branch_conditions(call):
         taken = exp.and_(contribution.copy(), exp.Paren(this=branch)) \
             if contribution is not None else branch
         out.append((taken, measures))
     return out
+
+
+def column_terms(call: exp.Expr, contribution: exp.Expr | None,
+                 moving: exp.Expr | None) -> list[exp.Expr]:
+    """The rows where each column of a numeric aggregate's value moves it.
+
+    ``sum(x + y)`` less ``sum(y)`` is ``sum(x)``: over the rows where x is not 0, which
+    may be one entity's while y moves every row; and against ``sum(x)`` over all rows, a
+    ``sum(x + y)`` over all rows but one gives that row's x (red team round 8). So each
+    column counts towards k, and is audited, on its own rows as well: the rows the
+    aggregate reads where that column is not 0, whatever the rest of the value (with the
+    whole value's non-zero rows, ``x + hour`` made them differ where ``x = -hour``)."""
+    if moving is None:  # not a numeric aggregate
+        return []
+    out: list[exp.Expr] = []
+    for column in _value_columns(call):
+        number = exp.TryCast(this=column.copy(), to=exp.DataType.build("DOUBLE"))
+        nonzero = exp.Coalesce(this=exp.NEQ(this=number, expression=exp.Literal.number(0)),
+                               expressions=[exp.false()])
+        out.append(exp.and_(contribution.copy(), nonzero) if contribution is not None
+                   else nonzero)
+    return out
+
+
+VALUE_PARENTS: tuple[type[exp.Expr], ...] = (
+    exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Paren, exp.Cast, exp.TryCast,
+)
+
+
+def _value_columns(call: exp.Expr) -> list[exp.Column]:
+    """Columns that are terms of the aggregate's value (not of its conditions)."""
+    found: dict[str, exp.Column] = {}
+    for column in call.find_all(exp.Column):
+        node: exp.Expr = column
+        while node.parent is not None and node.parent is not call:
+            parent = node.parent
+            in_case_value = isinstance(parent, exp.If) and node.arg_key == "true" or \
+                isinstance(parent, exp.Case) and node.arg_key in ("ifs", "default")
+            if not (isinstance(parent, VALUE_PARENTS) or in_case_value):
+                break
+            node = parent
+        else:
+            if node.parent is call and node.arg_key == "this":
+                found.setdefault(column.sql(), column)
+    return list(found.values())
 
 
 def _histogram(alias: str, column: str, condition: exp.Expr | None) -> exp.Expr:
