@@ -107,8 +107,14 @@ def _check_call(call: exp.Func, scope: Scope) -> None:
 def bound_packing(state: State) -> None:
     if state.ctx.mode is not Mode.records:
         return
-    for window in state.query.find_all(exp.Window):
-        _check_window(window)
+    picking = False
+    for node in state.query.walk():
+        if isinstance(node, exp.Window):
+            _check_window(node)
+        elif isinstance(node, exp.Func) and is_aggregate_call(node) and _picks_a_value(node):
+            picking = True
+    if not picking:
+        return  # scoping the tree is a third of a records-mode rewrite: only when needed
     root = build_scope(state.query)
     for scope in root.traverse() if root is not None else []:
         select = scope.expression

@@ -165,6 +165,19 @@ class Analyser:
                 raise reject("not_aggregated",
                              f"{snippet(projection)} is neither aggregated nor in GROUP BY; "
                              "aggregate mode releases only aggregates", projection)
+        having = query.args.get("having")
+        outputs = {p.alias.lower() for p in projections if isinstance(p, exp.Alias)}
+        for column in having.find_all(exp.Column) if having is not None else []:
+            if column.find_ancestor(exp.Query) is not query or not column.table and \
+                    column.name.lower() in outputs:
+                continue  # in a subquery, or an output's alias
+            inside = column.parent
+            while inside is not None and inside is not having and not covered(inside):
+                inside = inside.parent
+            if inside is having:
+                raise reject("not_aggregated",
+                             f"HAVING reads {snippet(column)}, which is neither aggregated nor "
+                             "in GROUP BY", column)
 
     def _append_group_size(self, query: exp.Select, hidden: Hidden,
                            aggregates: list[exp.Expr]) -> exp.Expr:
