@@ -85,8 +85,10 @@ def _check(gain: Gain, node: exp.Expr) -> Gain:
 
 
 def _factor(value: float, node: exp.Expr) -> float:
+    # Zero too: sum(hour * 0 + 1) is a row count that query auditing would not compare
+    # with count(*) (red team round 9).
     magnitude = abs(value)
-    if magnitude and not MIN_FACTOR <= magnitude <= MAX_FACTOR:
+    if not MIN_FACTOR <= magnitude <= MAX_FACTOR:
         _check((magnitude, magnitude), node)
     return magnitude
 
@@ -127,7 +129,7 @@ def scale_of(node: exp.Expr, scope: Scope | None = None) -> Gain | None:
         if factor is not None:
             magnitude = _factor(factor, right)
             inner = scale_of(left, scope)
-            if inner is None or magnitude == 0:
+            if inner is None:
                 return inner
             if isinstance(node, exp.Div):
                 magnitude = 1 / magnitude

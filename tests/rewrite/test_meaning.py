@@ -551,8 +551,8 @@ PAIRS: list[tuple[str, str, str]] = [
      "GROUP BY district", "SELECT sum(income + 0) AS s FROM residents"),
     ("avg-times-count", "SELECT sum(income) AS s FROM residents",
      f"SELECT avg(income) * count(*) AS s FROM residents WHERE {NOT_T}"),
-    ("extra-public-column-zeroed", "SELECT sum(income + 0 * household_size) AS s "
-     "FROM residents", f"SELECT sum(income) AS s FROM residents WHERE {NOT_T}"),
+    ("extra-public-column-zeroed", "SELECT sum(income) AS s FROM residents",
+     f"SELECT sum(income + 0 * household_size) AS s FROM residents WHERE {NOT_T}"),
     ("extra-public-column-cancelled", "SELECT sum(income + household_size - household_size) "
      "AS s FROM residents", f"SELECT sum(income * 1) AS s FROM residents WHERE {NOT_T}"),
     ("sum-with-public-column-then-income", "SELECT sum(income + household_size) AS s, "
@@ -598,6 +598,9 @@ def test_differencing_by_meaning(audited_sql, first: str, second: str) -> None: 
     except DifferencingRisk as exc:
         assert exc.code == "differencing_risk"
         return
+    except QueryRejected as exc:  # a zero factor (0 * x) is refused before it runs
+        assert exc.code == "isolating_aggregate"
+        return
     pytest.fail(f"second query released: first {rows}, second {leaked}")
 
 
@@ -607,6 +610,9 @@ def test_differencing_within_one_query(audited_sql, sql: str) -> None:  # type: 
         rows, _ = audited_sql(RA, sql)
     except DifferencingRisk as exc:
         assert exc.code == "differencing_risk"
+        return
+    except QueryRejected as exc:  # a zero factor (0 * x) is refused before it runs
+        assert exc.code == "isolating_aggregate"
         return
     pytest.fail(f"released both halves of a differencing pair: {rows}")
 
