@@ -128,14 +128,27 @@ def function_name(node: exp.Expr) -> str:
     return node.key
 
 
-def is_aggregate_call(node: exp.Expr) -> bool:
-    """True for an aggregate (of any kind) applied to a group, not as a window."""
-    if isinstance(node.parent, exp.Window) and node.arg_key == "this":
-        return False
+def is_aggregate_function(node: exp.Expr) -> bool:
+    """True for an aggregate function (of any kind), whether over a group or a window."""
     if isinstance(node, exp.Anonymous):
         name = function_name(node)
         return name in ANONYMOUS_AGGREGATES or name in ANONYMOUS_ROW_LEVEL
     return type(node) in AGGREGATES or type(node) in ROW_LEVEL_AGGREGATES
+
+
+def is_aggregate_call(node: exp.Expr) -> bool:
+    """True for an aggregate (of any kind) applied to a group, not as a window."""
+    if isinstance(node.parent, exp.Window) and node.arg_key == "this":
+        return False
+    return is_aggregate_function(node)
+
+
+def aggregates_here(select: exp.Select) -> bool:
+    """Whether ``select`` itself groups or aggregates (not a query nested in it)."""
+    if select.args.get("group") is not None:
+        return True
+    return any(isinstance(n, exp.Func) and is_aggregate_call(n) for p in select.selects
+               for n in p.walk(prune=lambda n: isinstance(n, exp.Query)))
 
 
 def is_row_level(node: exp.Expr) -> bool:

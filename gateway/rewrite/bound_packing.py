@@ -35,14 +35,14 @@ from sqlglot.optimizer.scope import Scope, build_scope
 
 from gateway.policy.models import Mode
 from gateway.rewrite.allowlists import (
-    AGGREGATES,
-    ANONYMOUS_AGGREGATES,
     ANONYMOUS_ROW_LEVEL,
     ROW_LEVEL_AGGREGATES,
     VALUE_AGGREGATES,
+    aggregates_here,
     call_arguments,
     function_name,
     is_aggregate_call,
+    is_aggregate_function,
 )
 from gateway.rewrite.bound_sizes import derived_projection
 from gateway.rewrite.context import State, reject, snippet
@@ -69,24 +69,15 @@ def _stored(node: exp.Expr, scope: Scope) -> bool:
         return True
     projection, source = found
     select = source.expression
-    if isinstance(select, exp.Select) and (select.args.get("group") is not None or any(
-            isinstance(n, exp.Func) and is_aggregate_call(n) for p in select.selects
-            for n in p.walk(prune=lambda n: isinstance(n, exp.Query)))):
+    if isinstance(select, exp.Select) and aggregates_here(select):
         return True  # a column of an aggregated subquery: one group per row, like a table
     return _stored(projection, source)
-
-
-def _aggregate(function: exp.Expr) -> bool:
-    if isinstance(function, exp.Anonymous):
-        name = function_name(function)
-        return name in ANONYMOUS_AGGREGATES or name in ANONYMOUS_ROW_LEVEL
-    return type(function) in AGGREGATES or type(function) in ROW_LEVEL_AGGREGATES
 
 
 def _check_window(window: exp.Window) -> None:
     function = window.this
     # A count copies no value in (count(*) OVER () is the number of rows).
-    if _aggregate(function) and not isinstance(function, exp.Count):
+    if is_aggregate_function(function) and not isinstance(function, exp.Count):
         raise reject("forbidden_function",
                      f"{function_name(function)}() over a window ({snippet(window)}) copies "
                      "other rows' values into each row: rows packed that way would pass the "

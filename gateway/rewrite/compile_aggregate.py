@@ -72,6 +72,7 @@ from sqlglot.optimizer.scope import Scope, build_scope
 from gateway.policy.models import Mode, Sensitivity
 from gateway.rewrite.allowlists import (
     VALUE_AGGREGATES,
+    aggregates_here,
     call_arguments,
     function_name,
     is_aggregate_call,
@@ -198,7 +199,7 @@ class Compiler:
             raise reject("not_analyzable", f"cannot trace {snippet(column)} to its source",
                          column)
         inner = self.expression(projection.unalias(), source)
-        if _aggregates_here(select):
+        if aggregates_here(select):
             return Lineage(Kind.aggregate, inner.sources)
         return inner
 
@@ -418,7 +419,7 @@ class Compiler:
             raise reject("not_analyzable", f"cannot analyse {snippet(query)}", query)
         levels = 1
         for child in root.derived_table_scopes + root.cte_scopes:
-            if isinstance(child.expression, exp.Select) and _aggregates_here(child.expression):
+            if isinstance(child.expression, exp.Select) and aggregates_here(child.expression):
                 if child.expression.meta.get(INNER):
                     self.compile_inner(child)
                     levels = 2
@@ -499,12 +500,6 @@ def _constant_results(case: exp.Case) -> bool:
     return all(r is None or isinstance(r, (*CONSTANTS, exp.Boolean)) for r in results)
 
 
-def _aggregates_here(select: exp.Select) -> bool:
-    if select.args.get("group") is not None:
-        return True
-    return any(_calls(p) for p in select.selects)
-
-
 def _calls(node: exp.Expr) -> list[exp.Func]:
     """Aggregate calls of ``node`` itself, not of nested queries."""
     found = []
@@ -570,7 +565,7 @@ def _mark_inner(root: Scope) -> None:
     """Derived tables that aggregate: the inner level of a two-level query."""
     for scope in root.traverse():
         select = scope.expression
-        if scope is root or not isinstance(select, exp.Select) or not _aggregates_here(select):
+        if scope is root or not isinstance(select, exp.Select) or not aggregates_here(select):
             continue
         if scope.is_derived_table or scope.is_cte:
             select.meta[INNER] = True

@@ -40,7 +40,7 @@ from gateway.rewrite.context import (
     reject,
     snippet,
 )
-from gateway.rewrite.entity_sets import column_terms, sets_column
+from gateway.rewrite.entity_sets import column_terms, is_nonzero, sets_column
 from gateway.rewrite.guard_isolation import branch_conditions
 from gateway.rewrite.make_total import MOMENT_BOUND
 
@@ -423,13 +423,7 @@ def _rows_where(call: exp.Expr, *, nonzero: bool) -> exp.Expr | None:
                 # Not zero, and inside the bound beyond which make_total's sums ignore a
                 # value: a row that is ignored moved nothing (red team round 7 pushed
                 # every other row past the bound with x + (t - c) * 1e20).
-                number = exp.TryCast(this=arg.copy(), to=exp.DataType.build("DOUBLE"))
-                moved = exp.and_(
-                    exp.NEQ(this=number, expression=exp.Literal.number(0)),
-                    exp.LTE(this=exp.Abs(this=number.copy()),
-                            expression=exp.Literal.number(MOMENT_BOUND)))
-                args.append(exp.Coalesce(this=exp.Paren(this=moved),
-                                         expressions=[exp.false()]))
+                args.append(is_nonzero(arg, MOMENT_BOUND))
             else:
                 args.append(exp.Not(this=exp.Is(this=arg.copy(), expression=exp.Null())))
     parent = call.parent

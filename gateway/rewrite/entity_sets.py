@@ -84,12 +84,21 @@ def column_terms(call: exp.Expr, contribution: exp.Expr | None,
         return []
     out: list[exp.Expr] = []
     for column in _value_columns(call):
-        number = exp.TryCast(this=column.copy(), to=exp.DataType.build("DOUBLE"))
-        nonzero = exp.Coalesce(this=exp.NEQ(this=number, expression=exp.Literal.number(0)),
-                               expressions=[exp.false()])
-        out.append(exp.and_(contribution.copy(), nonzero) if contribution is not None
-                   else nonzero)
+        moved = is_nonzero(column)
+        out.append(exp.and_(contribution.copy(), moved) if contribution is not None
+                   else moved)
     return out
+
+
+def is_nonzero(value: exp.Expr, bound: float | None = None) -> exp.Expr:
+    """True where ``value`` (as a DOUBLE) is not 0, and within ``bound`` if given; never
+    NULL."""
+    number = exp.TryCast(this=value.copy(), to=exp.DataType.build("DOUBLE"))
+    test: exp.Expr = exp.NEQ(this=number, expression=exp.Literal.number(0))
+    if bound is not None:
+        test = exp.Paren(this=exp.and_(test, exp.LTE(this=exp.Abs(this=number.copy()),
+                                                     expression=exp.Literal.number(bound))))
+    return exp.Coalesce(this=test, expressions=[exp.false()])
 
 
 VALUE_PARENTS: tuple[type[exp.Expr], ...] = (

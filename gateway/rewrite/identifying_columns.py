@@ -46,7 +46,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
 from gateway.policy.models import HashMask, Sensitivity
-from gateway.rewrite.allowlists import is_aggregate_call
+from gateway.rewrite.allowlists import aggregates_here
 from gateway.rewrite.context import State, reject, snippet
 
 # The source columns ("dataset.column") a column of a scope is computed from.
@@ -140,11 +140,7 @@ class IdentifierGuard:
 def _row_level(select: exp.Select) -> bool:
     """A projection passes a column on unchanged only from a select that neither
     aggregates, groups nor deduplicates: each output row is one input row."""
-    if select.args.get("distinct") or select.args.get("group") is not None:
-        return False
-    return not any(is_aggregate_call(node) for projection in select.selects
-                   for node in projection.walk(prune=lambda n: isinstance(n, exp.Query))
-                   if isinstance(node, exp.Func))
+    return not (select.args.get("distinct") or aggregates_here(select))
 
 
 def _joins(condition: exp.Expr) -> bool:

@@ -40,7 +40,12 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import build_scope
 
 from gateway.policy.models import Mode
-from gateway.rewrite.allowlists import call_arguments, is_aggregate_call, total_function
+from gateway.rewrite.allowlists import (
+    aggregates_here,
+    call_arguments,
+    is_aggregate_call,
+    total_function,
+)
 from gateway.rewrite.bound_sizes import derived_projection
 from gateway.rewrite.context import State
 
@@ -281,7 +286,7 @@ def group_level(wrapped: exp.Expr) -> None:
             return  # computed per row, inside an aggregate or its FILTER: binds as it is
         node = node.parent
     select = node
-    if not isinstance(select, exp.Select) or not _aggregating(select):
+    if not isinstance(select, exp.Select) or not aggregates_here(select):
         return
     top = wrapped.parent
     if top is None:
@@ -313,14 +318,6 @@ def _of_group_keys(node: exp.Expr, select: exp.Select) -> bool:
 
 def _is_any_value(node: exp.Expr | None) -> bool:
     return isinstance(node, exp.Anonymous) and node.name.lower() == "any_value"
-
-
-def _aggregating(select: exp.Select) -> bool:
-    """Grouped, or aggregating into one row (a window function does neither)."""
-    if select.args.get("group") is not None:
-        return True
-    return any(isinstance(n, exp.Func) and is_aggregate_call(n) for p in select.selects
-               for n in p.walk(prune=lambda n: isinstance(n, (exp.Window, exp.Query))))
 
 
 def _source(column: exp.Column, state: State) -> tuple[str, str, str | None] | None:
