@@ -57,7 +57,7 @@ class Running:
     abort_code: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
     timer: StageTimer = field(default_factory=StageTimer)
-    queued_at: float = 0.0
+    queued_at: float = 0.0  # time.perf_counter() when handed to the pool
 
 
 class JobService:
@@ -137,8 +137,8 @@ class JobService:
             job_id, who, agreement_id, channel, sql, status="queued", rewritten=rewritten,
             versions=versions))
         timer.add("record", mark)
-        running = Running(job_id, agreement_id, rewritten.datasets, timer=timer)
-        running.queued_at = time.perf_counter()
+        running = Running(job_id, agreement_id, rewritten.datasets, timer=timer,
+                          queued_at=time.perf_counter())
         with self.lock:
             self.running[job_id] = running
         future: Future[None] = self.pool.submit(self._run, running, who, usable, rewritten,
